@@ -1,0 +1,44 @@
+# adaptbench: `make demo` runs the default grid offline; `make test` runs the test suite.
+# Both create .venv on first use. TORCH_SPEC chooses the torch build: the default is the
+# CPU wheel; on a GPU cluster, e.g. `make setup TORCH_SPEC="torch==2.13.0 --index-url <your CUDA index>"`.
+PYTHON      ?= python3
+VENV        ?= .venv
+TORCH_SPEC  ?= torch==2.13.0
+CORES       ?= 2
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed
+
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup demo test test-integration bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/snakemake --cores $(CORES) --keep-going
+	@echo "report: reports/demo/README.md"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-integration: $(STAMP)
+	$(PY) -m pytest -q -m integration
+
+bench: $(STAMP)
+	$(PY) benchmarks/lora_vs_peft.py
+
+lint: $(STAMP)
+	$(VENV)/bin/snakemake --lint
+
+clean:
+	rm -rf results reports/demo .snakemake

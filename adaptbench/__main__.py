@@ -1,0 +1,3 @@
+from adaptbench.cli import main
+
+raise SystemExit(main())

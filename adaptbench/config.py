@@ -1,0 +1,58 @@
+"""Training settings shared by every method: the grid's ``train:`` section, per task where a paper's
+table varies them (LoRA's Table 9 sets learning rate, batch size and epochs per task)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.06  # LoRA Table 9 / RoBERTa: linear warmup over 6% of the steps
+    max_grad_norm: float = 1.0
+    max_length: int = 128
+    max_train_samples: int | None = None  # deterministic subset, identical for every method and seed
+    max_eval_samples: int | None = None
+    subset_seed: int = 0
+    selection: str = "best"  # which epoch a table reports: "best" (the papers' dev protocol) or "last"
+
+    def __post_init__(self):
+        positive = ("epochs", "batch_size", "eval_batch_size", "max_length")
+        for name in positive:
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"train.{name} must be a positive integer, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"train.lr must be > 0, got {self.lr!r}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.weight_decay < 0 or self.max_grad_norm <= 0:
+            raise ValueError("train.weight_decay must be >= 0 and train.max_grad_norm > 0")
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"train.{name} must be a positive integer or null, got {value!r}")
+        if self.selection not in ("best", "last"):
+            raise ValueError(f"train.selection must be 'best' or 'last', got {self.selection!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "TrainConfig":
+        d = dict(d or {})
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - valid)
+        if unknown:
+            raise ValueError(f"train: unknown setting(s) {unknown}; valid: {sorted(valid)}")
+        if isinstance(d.get("lr"), str):  # YAML 1.1 reads "5e-4" as a string
+            try:
+                d["lr"] = float(d["lr"])
+            except ValueError:
+                raise ValueError(f"train.lr must be a number, got {d['lr']!r}") from None
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

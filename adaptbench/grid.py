@@ -1,0 +1,119 @@
+"""A grid config → the cells Snakemake runs. Parse-time safe: imports neither torch nor transformers.
+
+Settings resolve in one direction, later wins:
+  grid ``train`` → grid ``task_train[task]`` → method entry ``train`` → method entry ``task_train[task]``
+Method hyperparameters: the paper's defaults (the method's config dataclass, applied by the job) →
+the method entry's ``params``. A method entry is a registry name, or ``{name, method, params, ...}``
+for a variant (``{name: lora_r16, method: lora, params: {r: 16}}``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from adaptbench import tasks
+from adaptbench.models import MODEL_ALIASES
+
+METHODS_DIR = Path(__file__).resolve().parent.parent / "methods"
+
+
+def method_files() -> dict[str, str]:
+    """Registry name → family folder, from file stems (name == file stem is enforced by a test)."""
+    return {p.stem: p.parent.name for p in sorted(METHODS_DIR.glob("*/*.py")) if not p.stem.startswith("_")}
+
+
+def _unknown(kind: str, name: str, valid) -> ValueError:
+    close = difflib.get_close_matches(name, list(valid), n=3)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return ValueError(f"grid: unknown {kind} '{name}'.{hint} Available: {', '.join(sorted(valid))}")
+
+
+@dataclass(frozen=True)
+class Cell:
+    label: str
+    method: str
+    model: str  # wildcard-safe name
+    model_source: str  # what the job loads: alias, hub id or folder
+    task: str
+    seed: int
+    method_params: dict
+    train_params: dict
+
+    @property
+    def wildcards(self) -> dict:
+        return {"method": self.label, "model": self.model, "task": self.task, "seed": self.seed}
+
+
+def model_entries(config: dict) -> dict[str, str]:
+    """Wildcard name → source. Entries are aliases/hub ids/paths or ``{name, source}``."""
+    out = {}
+    for entry in config["models"]:
+        if isinstance(entry, dict):
+            name, source = entry["name"], entry["source"]
+        else:
+            name, source = entry.replace("/", "--"), entry
+        if "/" in name or not name:
+            raise ValueError(f"grid: model name {name!r} must be non-empty and contain no '/'")
+        out[name] = source
+    return out
+
+
+def method_entries(config: dict) -> dict[str, dict]:
+    known = method_files()
+    out = {}
+    for entry in config["methods"]:
+        entry = {"name": entry, "method": entry} if isinstance(entry, str) else dict(entry)
+        entry.setdefault("method", entry["name"])
+        if entry["method"] not in known:
+            raise _unknown("method", entry["method"], known)
+        if entry["name"] in out:
+            raise ValueError(f"grid: method entry '{entry['name']}' appears twice; give variants distinct names")
+        out[entry["name"]] = entry
+    return out
+
+
+def check_tasks(config: dict) -> None:
+    known = tasks.list_tasks()
+    for task in config["tasks"]:
+        if task not in known:
+            raise _unknown("task", task, known)
+
+
+def _excluded(cell: dict, rules: list[dict]) -> bool:
+    return any(all(cell.get(k) == v for k, v in rule.items()) for rule in rules)
+
+
+def expand(config: dict) -> tuple[list[Cell], dict[str, str]]:
+    """All cells of the grid, and the tasks that cannot run with their reasons (never substituted)."""
+    methods, models = method_entries(config), model_entries(config)
+    check_tasks(config)
+    unavailable = {}
+    for task in config["tasks"]:
+        reason = tasks.unavailable_reason(tasks.get_task(task), config.get("data_dir"))
+        if reason:
+            unavailable[task] = reason
+    cells = []
+    for label, entry in methods.items():
+        for model, source in models.items():
+            for task in config["tasks"]:
+                if task in unavailable:
+                    continue
+                for seed in config["seeds"]:
+                    if _excluded({"method": label, "model": model, "task": task, "seed": seed},
+                                 config.get("exclude") or []):
+                        continue
+                    train = {**(config.get("train") or {}), **(config.get("task_train") or {}).get(task, {}),
+                             **(entry.get("train") or {}), **(entry.get("task_train") or {}).get(task, {})}
+                    cells.append(Cell(label, entry["method"], model, source, task, int(seed),
+                                      dict(entry.get("params") or {}), train))
+    if not cells:
+        raise ValueError("grid: no cells to run (every task unavailable or excluded)")
+    return cells, unavailable
+
+
+def as_json(obj) -> str:
+    """Compact, key-sorted JSON: a stable params string, so Snakemake reruns a cell when it changes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))

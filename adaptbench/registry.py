@@ -1,0 +1,83 @@
+"""One registry of named methods. A method's registry name equals its file stem in methods/<family>/."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+FAMILIES = ("adapter", "optimizer", "tta", "continual")
+
+
+@dataclass(frozen=True)
+class Paper:
+    title: str
+    arxiv: str | None
+    year: int
+    venue: str = ""
+    authors: str = ""
+    code: str = ""  # reference implementation, URL@commit where known
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    family: str
+    paper: Paper
+    config: type  # frozen dataclass of the paper's hyperparameters
+    cls: type
+    mergeable: bool = False
+    extras: dict = field(default_factory=dict)
+
+    def make_config(self, overrides: dict | None = None):
+        """Paper defaults with grid overrides; unknown keys fail with the valid ones listed."""
+        overrides = dict(overrides or {})
+        valid = set(self.config.__dataclass_fields__)
+        unknown = sorted(set(overrides) - valid)
+        if unknown:
+            raise ValueError(
+                f"method '{self.name}': unknown hyperparameter(s) {unknown}; valid: {sorted(valid)}"
+            )
+        for key, value in overrides.items():  # YAML gives lists where configs hold tuples
+            if isinstance(value, list):
+                overrides[key] = tuple(value)
+        return self.config(**overrides)
+
+    def build(self, overrides: dict | None = None):
+        return self.cls(self.make_config(overrides))
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(*, family: str, paper: Paper, config: type, name: str | None = None, mergeable: bool = False):
+    """Class decorator: ``@register(family="adapter", paper=Paper(...), config=LoRAConfig)``."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family '{family}'; choose one of {FAMILIES}")
+
+    def wrap(cls):
+        key = name or cls.__module__.rsplit(".", 1)[-1]
+        if key in _REGISTRY:
+            raise ValueError(f"method '{key}' is registered twice ({_REGISTRY[key].cls.__module__} and {cls.__module__})")
+        _REGISTRY[key] = MethodSpec(key, family, paper, config, cls, mergeable)
+        cls.spec_name = key
+        return cls
+
+    return wrap
+
+
+def _ensure_discovered() -> None:
+    import methods  # noqa: F401  (imports every methods/<family>/<name>.py, which registers it)
+
+
+def get_method(name: str) -> MethodSpec:
+    _ensure_discovered()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise KeyError(f"Unknown method '{name}'.{hint} Available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def available(family: str | None = None) -> list[str]:
+    _ensure_discovered()
+    return sorted(n for n, s in _REGISTRY.items() if family is None or s.family == family)

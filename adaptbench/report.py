@@ -1,0 +1,212 @@
+"""Tidy cells + the papers' claims → tables in the papers' layout, a claims check, and plots.
+
+Layout of the main table (as in LoRA's Table 2): rows are methods (per model), columns are tasks,
+then Avg; each cell is mean ± std over seeds of the selected epoch, × 100. Where a paper reports
+the same method × model × task, its number sits beside ours. Whether the comparison means anything
+is the grid's call (``report.comparable``): a CPU subset run is shown as "not comparable", with why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+
+from adaptbench import tasks  # noqa: E402
+from adaptbench.claims import load_claims  # noqa: E402
+from adaptbench.results import atomic_write_text  # noqa: E402
+
+SCALE = 100.0
+
+
+def human_params(n: float) -> str:
+    if n >= 1e6:
+        return f"{n / 1e6:.2f}M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f}K"
+    return str(int(n))
+
+
+def table_metric(task: str, report_cfg: dict) -> str:
+    return report_cfg.get("metrics", {}).get(task) or tasks.get_task(task).main_metric
+
+
+def selected_scores(cells: pd.DataFrame, report_cfg: dict, selection: str) -> pd.DataFrame:
+    """One row per (label, method, model, task, seed): the table metric of the selected epoch, × 100."""
+    keep = cells[cells.apply(lambda r: r["metric"] == table_metric(r["task"], report_cfg), axis=1)].copy()
+    keep["score"] = keep[selection] * SCALE
+    return keep
+
+
+def aggregate(scores: pd.DataFrame) -> pd.DataFrame:
+    g = scores.groupby(["label", "method", "model", "task"])
+    out = g["score"].agg(mean="mean", std="std", median="median", n="count").reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    params = g["trainable_params"].first().reset_index(drop=True)
+    out["trainable_params"] = params.values
+    return out
+
+
+def claim_verdict(ours: float | None, claim: dict, comparable: bool, reason: str) -> str:
+    if ours is None:
+        return "not run"
+    if not comparable:
+        return f"not comparable: {reason}"
+    # within two of the paper's printed std (1 point when it prints none) counts as reproduced
+    tolerance = max(2 * (claim.get("std") or 0.0), 1.0)
+    return "reproduced" if abs(ours - claim["value"]) <= tolerance else f"not reproduced (|Δ| > {tolerance:.1f})"
+
+
+def build_tables(cells: pd.DataFrame, grid: dict, claims: list[dict], unavailable: dict):
+    report_cfg = grid.get("report", {}) or {}
+    selection = (grid.get("train") or {}).get("selection", "best")
+    scores = selected_scores(cells, report_cfg, selection)
+    agg = aggregate(scores)
+    task_order = [t for t in grid["tasks"] if t in set(agg["task"]) or t in unavailable]
+    paper = report_cfg.get("claims")
+    model_map = report_cfg.get("claims_model", {})
+    comparable = bool(report_cfg.get("comparable", False))
+    reason = report_cfg.get("not_comparable_reason", "the grid does not mirror the paper's setting")
+    relevant = [c for c in claims if c["paper"] == paper] if paper else []
+
+    def find_claim(method, model, task):
+        want = model_map.get(model, model)
+        metric = table_metric(task, report_cfg)
+        return next((c for c in relevant if c["method"] == method and c["model"] == want
+                     and c["task"] == task and c["metric"] == metric), None)
+
+    rows, verdicts = [], []
+    for (label, method, model), block in agg.groupby(["label", "method", "model"], sort=False):
+        row = {"method": label, "model": model, "#params": human_params(block["trainable_params"].iloc[0])}
+        means = []
+        for task in task_order:
+            if task in unavailable:
+                row[task] = "n/a"
+                continue
+            hit = block[block["task"] == task]
+            if hit.empty:
+                row[task] = "missing"
+                continue
+            m, s, n = hit["mean"].iloc[0], hit["std"].iloc[0], int(hit["n"].iloc[0])
+            means.append(m)
+            cell = f"{m:.1f} ± {s:.1f}" if n > 1 else f"{m:.1f}"
+            claim = find_claim(method, model, task)
+            if claim:
+                cell += f" [paper {claim['value']:.1f}]"
+                ours = hit["median" if claim["aggregate"] == "median" else "mean"].iloc[0]
+                verdicts.append({"method": label, "model": model, "task": task, "metric": claim["metric"],
+                                 "ours": round(float(ours), 2), "paper": claim["value"], "paper_std": claim.get("std"),
+                                 "delta": round(float(ours) - claim["value"], 2), "seeds": n,
+                                 "aggregate": claim["aggregate"],
+                                 "verdict": claim_verdict(ours, claim, comparable, reason)})
+            row[task] = cell
+        complete = len(means) == len([t for t in task_order if t not in unavailable])
+        row["Avg"] = f"{sum(means) / len(means):.1f}" if means and complete else "n/a"
+        rows.append(row)
+    # claims with no run at all still appear, so a reader sees what was not reproduced
+    seen = {(v["method"], v["task"]) for v in verdicts}
+    for c in relevant:
+        if (c["method"], c["task"]) not in seen and c["task"] in grid["tasks"] and c["method"] in set(agg["method"]):
+            why = unavailable.get(c["task"], "not run")
+            verdicts.append({"method": c["method"], "model": c["model"], "task": c["task"], "metric": c["metric"],
+                             "ours": None, "paper": c["value"], "paper_std": c.get("std"), "delta": None,
+                             "seeds": 0, "aggregate": c["aggregate"], "verdict": f"not run: {why}"})
+    return pd.DataFrame(rows), pd.DataFrame(verdicts), scores, task_order
+
+
+def to_latex(frame: pd.DataFrame, caption: str) -> str:
+    cols = list(frame.columns)
+    esc = lambda s: str(s).replace("±", r"$\pm$").replace("_", r"\_").replace("#", r"\#").replace("%", r"\%")  # noqa: E731
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{esc(caption)}}}",
+             r"\begin{tabular}{" + "l" * 2 + "r" * (len(cols) - 2) + "}", r"\toprule",
+             " & ".join(esc(c) for c in cols) + r" \\", r"\midrule"]
+    lines += [" & ".join(esc(v) for v in row) + r" \\" for row in frame.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_score_vs_params(scores: pd.DataFrame, task_order, out: Path, title: str) -> None:
+    """Average score over tasks (per seed, then mean ± std) against trainable parameters."""
+    per_seed = (scores[scores["task"].isin(task_order)]
+                .groupby(["label", "model", "seed"]).agg(score=("score", "mean"), params=("trainable_params", "first"),
+                                                         n=("task", "nunique")).reset_index())
+    per_seed = per_seed[per_seed["n"] == per_seed["n"].max()]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for (label, model), g in per_seed.groupby(["label", "model"]):
+        ax.errorbar(g["params"].iloc[0], g["score"].mean(), yerr=g["score"].std() if len(g) > 1 else 0,
+                    marker="o", capsize=3, label=f"{label} ({model})")
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (excluding task head)")
+    ax.set_ylabel("average score × 100")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    for ext in ("png", "svg"):
+        fig.savefig(out.with_suffix("." + ext), dpi=150)
+    plt.close(fig)
+
+
+def plot_per_task(scores: pd.DataFrame, task_order, out: Path, title: str) -> None:
+    agg = scores.groupby(["label", "model", "task"])["score"].agg(["mean", "std"]).reset_index()
+    agg["row"] = agg["label"] + " (" + agg["model"] + ")"
+    pivot = agg.pivot(index="task", columns="row", values="mean").reindex([t for t in task_order if t in set(agg["task"])])
+    err = agg.pivot(index="task", columns="row", values="std").reindex(pivot.index).fillna(0)
+    ax = pivot.plot.bar(yerr=err, figsize=(6.5, 4), capsize=2, rot=0)
+    ax.set_ylabel("score × 100")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.figure.tight_layout()
+    for ext in ("png", "svg"):
+        ax.figure.savefig(out.with_suffix("." + ext), dpi=150)
+    plt.close(ax.figure)
+
+
+def write_report(cells_csv, grid_path, out_dir, claims_dir=None, unavailable=None) -> list[Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grid = grid_path if isinstance(grid_path, dict) else yaml.safe_load(Path(grid_path).read_text())
+    cells = pd.read_csv(cells_csv)
+    if cells.empty:
+        raise ValueError(f"{cells_csv}: no results to report")
+    unavailable = unavailable or {}
+    table, verdicts, scores, task_order = build_tables(cells, grid, load_claims(claims_dir), unavailable)
+    report_cfg = grid.get("report", {}) or {}
+    title = report_cfg.get("title", f"adaptbench grid '{grid['grid']}'")
+    synthetic = bool(cells["synthetic"].any())
+    selection = (grid.get("train") or {}).get("selection", "best")
+
+    written = []
+    for name, text in (("table.csv", table.to_csv(index=False)),
+                       ("table.md", table.to_markdown(index=False) + "\n"),
+                       ("table.tex", to_latex(table, title)),
+                       ("claims.csv", verdicts.to_csv(index=False)),
+                       ("cells.csv", cells.to_csv(index=False))):
+        atomic_write_text(out_dir / name, text)
+        written.append(out_dir / name)
+    plot_score_vs_params(scores, task_order, out_dir / "score_vs_params", title)
+    plot_per_task(scores, task_order, out_dir / "per_task", title)
+    written += [out_dir / "score_vs_params.png", out_dir / "per_task.png"]
+
+    seeds = sorted(cells["seed"].unique())
+    lines = [f"# {title}", ""]
+    if synthetic:
+        lines += ["> **SYNTHETIC DATA.** These tasks are generated by adaptbench (adaptbench/tasks/synthetic_text.py) "
+                  "to exercise the pipeline offline. They are not GLUE and are never compared with paper numbers.", ""]
+    lines += [f"Seeds: {', '.join(map(str, seeds))}. Cells: mean ± std over seeds of the {selection} epoch, × 100. "
+              "#params: trainable parameters excluding the task head (as the papers count them).", "",
+              table.to_markdown(index=False), ""]
+    if unavailable:
+        lines += ["Tasks not run:", ""] + [f"- **{t}**: {why}" for t, why in unavailable.items()] + [""]
+    if not verdicts.empty:
+        lines += [f"## Against the paper ({report_cfg.get('claims')}: aggregate as the paper does)", "",
+                  verdicts.to_markdown(index=False), ""]
+    lines += ["![score vs trainable parameters](score_vs_params.png)", "", "![per task](per_task.png)", ""]
+    atomic_write_text(out_dir / "README.md", "\n".join(lines))
+    written.insert(0, out_dir / "README.md")
+    return written

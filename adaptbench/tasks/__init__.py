@@ -1,0 +1,203 @@
+"""Tasks as data: one YAML per task under tasks/<suite>/, one registry, one loader.
+
+A task YAML names its text fields, label kind, metrics and where its rows come from: a local
+GLUE-format folder (``local:``), the Hugging Face hub (``hub:``) or the embedded generator
+(``synthetic:``). This module imports no torch, so the Snakefile can use it at parse time.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from adaptbench.tasks import synthetic_text
+
+TASK_DIR = Path(__file__).parent
+SPLITS = ("train", "validation")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    task: str
+    suite: str
+    version: int
+    description: str
+    kind: str  # "classification" | "regression"
+    num_labels: int
+    text_fields: tuple[str, ...]
+    metrics: tuple[str, ...]
+    main_metric: str
+    label_names: tuple[str, ...] | None = None
+    local: dict | None = None
+    hub: dict | None = None
+    synthetic: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.synthetic is not None
+
+    @property
+    def eval_splits(self) -> tuple[str, ...]:
+        """``validation`` plus any extra dev sets (MNLI's mismatched ``validation_mm``)."""
+        if self.local:
+            return tuple(s for s in self.local["splits"] if s != "train")
+        return ("validation",)
+
+
+def _task_files() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(TASK_DIR.glob("*/*.yaml"))}
+
+
+def list_tasks(suite: str | None = None) -> list[str]:
+    return sorted(n for n, p in _task_files().items() if suite is None or p.parent.name == suite)
+
+
+def get_task(name: str) -> TaskSpec:
+    files = _task_files()
+    if name not in files:
+        close = difflib.get_close_matches(name, files, n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise KeyError(f"Unknown task '{name}'.{hint} Available: {', '.join(sorted(files))}")
+    raw = yaml.safe_load(files[name].read_text())
+    known = set(TaskSpec.__dataclass_fields__) - {"extra"}
+    for key in ("text_fields", "metrics", "label_names"):
+        if raw.get(key) is not None:
+            raw[key] = tuple(raw[key])
+    return TaskSpec(**{k: v for k, v in raw.items() if k in known},
+                    extra={k: v for k, v in raw.items() if k not in known})
+
+
+# ---- availability (parse-time safe) -------------------------------------------------------------
+
+def local_split_path(spec: TaskSpec, data_dir: str | Path, split: str) -> Path:
+    return Path(data_dir) / spec.local["dir"] / spec.local["splits"][split]
+
+
+def unavailable_reason(spec: TaskSpec, data_dir: str | None) -> str | None:
+    """Why this task cannot run with this data source, or None when it can.
+
+    Without ``data_dir`` a non-synthetic task reads the hub; whether the hub answers is only known
+    when the job runs, so that is reported by the job."""
+    if spec.is_synthetic or data_dir is None:
+        return None
+    if not spec.local:
+        return f"task '{spec.task}' has no local format; it reads only from the hub"
+    missing = [str(local_split_path(spec, data_dir, s)) for s in spec.local["splits"]
+               if not local_split_path(spec, data_dir, s).is_file()]
+    if missing:
+        return f"data unavailable: {', '.join(missing)} not found"
+    return None
+
+
+# ---- loading rows ----------------------------------------------------------------------------------
+
+@dataclass
+class Split:
+    texts: list[tuple[str, ...]]
+    labels: list  # int class ids or float scores
+    source: str  # where the rows came from, for run_info
+    sha256: str  # hash of the rows as read (before subsetting)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _rows_hash(texts, labels) -> str:
+    h = hashlib.sha256()
+    for t, y in zip(texts, labels):
+        h.update(("\t".join(t) + "\t" + str(y) + "\n").encode())
+    return h.hexdigest()
+
+
+def _label(spec: TaskSpec, raw, where: str):
+    if spec.kind == "regression":
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: label {raw!r} is not a number") from None
+    if spec.label_names and raw in spec.label_names:
+        return spec.label_names.index(raw)
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        valid = list(spec.label_names or range(spec.num_labels))
+        raise ValueError(f"{where}: label {raw!r} is not one of {valid}") from None
+    if not 0 <= value < spec.num_labels:
+        raise ValueError(f"{where}: label {value} outside 0..{spec.num_labels - 1}")
+    return value
+
+
+def _read_tsv(spec: TaskSpec, path: Path) -> tuple[list, list]:
+    """GLUE TSV with quoting disabled (a field that starts with '"' must not swallow rows)."""
+    cfg = spec.local
+    text_fields, label_field = list(spec.text_fields), cfg["label_field"]
+    texts, labels = [], []
+    with open(path, newline="", encoding="utf-8-sig") as f:  # MRPC files start with a BOM
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader) if cfg.get("header", True) else list(cfg["columns"])
+        missing = [c for c in text_fields + [label_field] if c not in header]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}; header is {header}")
+        idx = [header.index(c) for c in text_fields]
+        li = header.index(label_field)
+        for lineno, row in enumerate(reader, start=2 if cfg.get("header", True) else 1):
+            if not row:
+                continue
+            if len(row) <= max(idx + [li]):
+                raise ValueError(f"{path}:{lineno}: malformed row, {len(row)} field(s), expected {len(header)}")
+            texts.append(tuple(row[i] for i in idx))
+            labels.append(_label(spec, row[li], f"{path}:{lineno}"))
+    if not labels:
+        raise ValueError(f"{path}: no rows")
+    return texts, labels
+
+
+def _read_hub(spec: TaskSpec, split: str) -> tuple[list, list, str]:
+    import datasets  # heavy; only jobs that read the hub pay for it
+
+    hub = spec.hub
+    split_name = hub.get("splits", {}).get(split, "validation" if split == "validation" else split)
+    try:
+        ds = datasets.load_dataset(hub["path"], hub.get("name"), split=split_name)
+    except Exception as e:  # the hub is unreachable offline; say so in one line
+        raise FileNotFoundError(
+            f"task '{spec.task}': no data_dir given and the hub dataset {hub['path']}/{hub.get('name')} "
+            f"could not be loaded ({type(e).__name__}); pass data_dir=<GLUE folder>") from None
+    fields = hub.get("text_fields", spec.text_fields)
+    texts = [tuple(row[f] for f in fields) for row in ds]
+    labels = [_label(spec, row["label"], f"{hub['path']}:{split_name}") for row in ds]
+    return texts, labels, f"hub:{hub['path']}/{hub.get('name')}:{split_name}"
+
+
+def load_split(spec: TaskSpec, split: str, data_dir: str | None = None,
+               max_samples: int | None = None, seed: int = 0) -> Split:
+    """Rows of one split. ``max_samples`` takes a deterministic subset (fixed by ``seed``), the same
+    for every method, so that methods are compared on identical data."""
+    if spec.is_synthetic:
+        syn = spec.synthetic
+        rows = synthetic_text.generate(syn["generator"], split, syn[split])
+        texts = [tuple(r[f] for f in spec.text_fields) for r in rows]
+        labels = [r["label"] for r in rows]
+        source = f"synthetic:{syn['generator']}:{split}"
+    elif data_dir is not None:
+        reason = unavailable_reason(spec, data_dir)
+        if reason:
+            raise FileNotFoundError(f"task '{spec.task}': {reason}")
+        path = local_split_path(spec, data_dir, split)
+        texts, labels = _read_tsv(spec, path)
+        source = str(path.resolve())
+    else:
+        texts, labels, source = _read_hub(spec, split)
+    digest = _rows_hash(texts, labels)
+    if max_samples is not None and max_samples < len(labels):
+        keep = sorted(random.Random(f"subset/{spec.task}/{split}/{seed}").sample(range(len(labels)), max_samples))
+        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+        source += f" (subset {max_samples}, subset_seed {seed})"
+    return Split(texts, labels, source, digest)

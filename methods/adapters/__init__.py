@@ -1,0 +1,1 @@
+"""adapters methods; see README.md in this folder."""

@@ -1,0 +1,127 @@
+"""LoRA: Low-Rank Adaptation of Large Language Models.
+
+Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. ICLR 2022. arXiv:2106.09685.
+Reference implementation: https://github.com/microsoft/LoRA (loralib/layers.py).
+
+Implements
+  Eq. (3)  h = W0 x + ΔW x = W0 x + B A x, with W0 frozen, B ∈ R^{d×r}, A ∈ R^{r×k};
+  §4.1     ΔW x scaled by α/r; B = 0 at init, so the adapted model starts equal to the base;
+  §4.2     adapted matrices W_q and W_v only ("Applying LoRA to Transformer"), classifier trained;
+  §4.2     merge: W = W0 + (α/r)·B A, no inference latency.
+
+Symbols: r → r, α → alpha, W0 → base.weight, A → lora_A (r×k), B → lora_B (d×r).
+
+Defaults: r = 8 and α = 8 on W_q, W_v for RoBERTa-base (Table 9, "LoRA Config. r_q = r_v = 8, α = 8").
+Learning rate, batch size and epochs are per task in Table 9 and live in the grid
+(workflows/grids/lora_roberta_base_glue.yaml), not here.
+
+Deviations
+  - A is initialised Kaiming-uniform (a = √5) as in loralib and PEFT; §4.1 of the paper says
+    "random Gaussian". ``init_a="gaussian"`` gives N(0, 1/r²), PEFT's "gaussian" option.
+  - target_modules matches by name suffix; the default covers BERT/RoBERTa (query, value) and
+    Llama-style (q_proj, v_proj) names, i.e. the paper's W_q and W_v.
+  - lora_dropout defaults to 0: Table 9 lists no LoRA dropout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from adaptbench.protocol import Adapter, freeze_all, replace_module, target_linears
+from adaptbench.registry import Paper, register
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    r: int = 8  # Table 9: r_q = r_v = 8 (search space in Table 18: 1..64)
+    alpha: float = 8.0  # Table 9 (released scripts use 16)
+    target_modules: tuple[str, ...] = ("query", "value", "q_proj", "v_proj")  # §4.2: W_q, W_v
+    lora_dropout: float = 0.0  # not listed in Table 9
+    init_a: str = "kaiming_uniform"  # loralib; "gaussian" = the paper's wording (§4.1)
+
+    def __post_init__(self):
+        if not (isinstance(self.r, int) and self.r >= 1):
+            raise ValueError(f"lora: r must be a positive integer, got {self.r!r}")
+        if not self.alpha > 0:
+            raise ValueError(f"lora: alpha must be > 0, got {self.alpha!r}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora: lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        if self.init_a not in ("kaiming_uniform", "gaussian"):
+            raise ValueError(f"lora: init_a must be 'kaiming_uniform' or 'gaussian', got {self.init_a!r}")
+
+
+def lora_delta(lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float) -> torch.Tensor:
+    """§4.2: ΔW = (α/r)·B A, shape (d_out, d_in)."""
+    return scaling * (lora_B @ lora_A)
+
+
+class LoRALinear(nn.Module):
+    """y = W0 x + b + (α/r)·B A dropout(x)  (Eq. 3)."""
+
+    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float, init_a: str):
+        super().__init__()
+        self.base = base
+        self.r, self.scaling = r, alpha / r
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, dtype=base.weight.dtype))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, dtype=base.weight.dtype))
+        if init_a == "kaiming_uniform":
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        else:
+            nn.init.normal_(self.lora_A, std=1.0 / r)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        if self.merged:
+            return y
+        # (…, k) @ (k, r) @ (r, d): never materialises the d×k update during training
+        return y + (self.dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scaling
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.merged:
+            self.base.weight += lora_delta(self.lora_A, self.lora_B, self.scaling)
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            self.base.weight -= lora_delta(self.lora_A, self.lora_B, self.scaling)
+            self.merged = False
+
+
+@register(
+    family="adapter",
+    paper=Paper(
+        title="LoRA: Low-Rank Adaptation of Large Language Models",
+        arxiv="2106.09685",
+        year=2022,
+        venue="ICLR",
+        authors="Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen",
+        code="https://github.com/microsoft/LoRA",
+    ),
+    config=LoRAConfig,
+    mergeable=True,
+)
+class LoRA(Adapter):
+    TRAINABLE = ("*.lora_A", "*.lora_B")
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        freeze_all(model)
+        c = self.cfg
+        for name, linear in target_linears(model, c.target_modules):
+            replace_module(model, name, LoRALinear(linear, c.r, c.alpha, c.lora_dropout, c.init_a))
+        return model
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        """Fold (α/r)·B A into W0 and put the plain nn.Linear back (§4.2)."""
+        for name, module in list(model.named_modules()):
+            if isinstance(module, LoRALinear):
+                module.merge()
+                replace_module(model, name, module.base)
+        return model

@@ -1,0 +1,1 @@
+"""continual methods; see README.md in this folder."""

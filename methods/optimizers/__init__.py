@@ -1,0 +1,1 @@
+"""optimizers methods; see README.md in this folder."""

@@ -1,0 +1,1 @@
+"""tta methods; see README.md in this folder."""

@@ -1,0 +1,26 @@
+rule finetune:
+    """Fine-tune one cell; writes the trainable tensors and the training log."""
+    output:
+        checkpoint=f"{CELL_DIR}/checkpoint.pt",
+        log_json=f"{CELL_DIR}/train.json",
+    log:
+        f"{CELL_DIR}/train.log",
+    params:
+        method=lambda wc: cell(wc).method,
+        model=lambda wc: shlex.quote(cell(wc).model_source),
+        method_params=lambda wc: shlex.quote(gridlib.as_json(cell(wc).method_params)),
+        train_params=lambda wc: shlex.quote(gridlib.as_json(cell(wc).train_params)),
+        data_dir=("--data-dir " + str(Path(config["data_dir"]).resolve())) if config.get("data_dir") else "",
+    threads: rule_resource("train", "threads")
+    resources:
+        mem_mb=rule_resource("train", "mem_mb"),
+        runtime=runtime_for("train"),
+        gpu=rule_resource("train", "gpu"),
+    conda:
+        "../../envs/adaptbench.yaml"
+    shell:
+        "python -m adaptbench train --method {params.method} --label {wildcards.method}"
+        " --model {params.model} --task {wildcards.task} --seed {wildcards.seed}"
+        " --method-params {params.method_params} --train-params {params.train_params}"
+        " {params.data_dir} --threads {threads} --out $(dirname {output.log_json}) --no-progress > {log} 2>&1"
+        " || {{ tail -n 1 {log} >&2; exit 2; }}"
