@@ -18,13 +18,13 @@ import os
 import sys
 
 
-def _json_arg(text: str) -> dict:
+def _json_arg(text: str, flag: str) -> dict:
     try:
         value = json.loads(text) if text else {}
     except json.JSONDecodeError as e:
-        raise ValueError(f"expected a JSON object, got {text!r} ({e.msg})") from None
+        raise ValueError(f"{flag}: expected a JSON object, got {text!r} ({e.msg})") from None
     if not isinstance(value, dict):
-        raise ValueError(f"expected a JSON object, got {text!r}")
+        raise ValueError(f"{flag}: expected a JSON object, got {text!r}")
     return value
 
 
@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", required=True)
     t.add_argument("--task", required=True)
     t.add_argument("--seed", type=int, required=True)
-    t.add_argument("--method-params", type=_json_arg, default={}, help="JSON object of method hyperparameters")
-    t.add_argument("--train-params", type=_json_arg, default={}, help="JSON object of training settings")
+    t.add_argument("--method-params", default="{}", help="JSON object of method hyperparameters")
+    t.add_argument("--train-params", default="{}", help="JSON object of training settings")
     t.add_argument("--data-dir", default=None, help="local GLUE-format folder (default: hub or synthetic)")
     t.add_argument("--out", required=True, help="cell folder for checkpoint.pt and train.json")
     t.add_argument("--device", default=None)
@@ -60,9 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cells", required=True, help="CSV written by collate")
     g = r.add_mutually_exclusive_group(required=True)
     g.add_argument("--grid", help="grid YAML (report settings, paper mapping)")
-    g.add_argument("--grid-json", type=_json_arg, help="the resolved grid config as JSON (what Snakemake passes)")
+    g.add_argument("--grid-json", help="the resolved grid config as JSON (what Snakemake passes)")
     r.add_argument("--claims-dir", default=None)
-    r.add_argument("--unavailable", type=_json_arg, default={}, help='JSON {"task": "reason"} of skipped tasks')
+    r.add_argument("--unavailable", default="{}", help='JSON {"task": "reason"} of skipped tasks')
     r.add_argument("--out-dir", required=True)
 
     sub.add_parser("list", help="registered methods, tasks and model aliases")
@@ -74,7 +74,8 @@ def run(args) -> None:
         from adaptbench.train import train
 
         train(method=args.method, model=args.model, task=args.task, seed=args.seed,
-              method_params=args.method_params, train_params=args.train_params, data_dir=args.data_dir,
+              method_params=_json_arg(args.method_params, "--method-params"),
+              train_params=_json_arg(args.train_params, "--train-params"), data_dir=args.data_dir,
               out_dir=args.out, label=args.label, device=args.device, threads=args.threads, progress=not args.no_progress)
     elif args.stage == "evaluate":
         from adaptbench.evaluate import evaluate_checkpoint
@@ -89,7 +90,8 @@ def run(args) -> None:
     elif args.stage == "report":
         from adaptbench.report import write_report
 
-        for path in write_report(args.cells, args.grid or args.grid_json, args.out_dir, args.claims_dir, args.unavailable):
+        for path in write_report(args.cells, args.grid or _json_arg(args.grid_json, "--grid-json"), args.out_dir,
+                                 args.claims_dir, _json_arg(args.unavailable, "--unavailable")):
             print(path)
     elif args.stage == "list":
         from adaptbench import models, registry, tasks
@@ -106,6 +108,8 @@ USER_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, FloatingPoint
 
 def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # keep job logs to our own lines
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     args = build_parser().parse_args(argv)
     try:
         run(args)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,38 @@ def expand(config: dict) -> tuple[list[Cell], dict[str, str]]:
     if not cells:
         raise ValueError("grid: no cells to run (every task unavailable or excluded)")
     return cells, unavailable
+
+
+_INT = re.compile(r"^[+-]?\d+$")
+_FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
+
+
+def _typed(value):
+    """'4' → 4, '1e-3' → 0.001, 'true' → True, 'null' → None; containers recursively."""
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    if _INT.match(value):
+        return int(value)
+    if _FLOAT.match(value):
+        return float(value)
+    return {"true": True, "false": False, "null": None, "none": None}.get(value.lower(), value)
+
+
+def typed_config(config: dict) -> dict:
+    """Snakemake reads nested ``--config`` values as strings (YAML BaseLoader): ``seeds=[0,1]`` gives
+    ['0', '1']. Give numbers, booleans and null back their types where a grid expects them; names
+    (grid, models, tasks, method names) stay strings."""
+    out = dict(config)
+    for key in ("seeds", "train", "task_train", "resources", "data_dir"):
+        if key in out:
+            out[key] = _typed(out[key])
+    out["methods"] = [m if isinstance(m, str) else {**m, **{k: _typed(v) for k, v in m.items() if k != "name"}}
+                      for m in out.get("methods", [])]
+    return out
 
 
 def as_json(obj) -> str:

@@ -1,10 +1,15 @@
 # Grid → cells, paths and resources. Pure Python + YAML: no torch at parse time.
+import os
 import shlex
 import sys
 from pathlib import Path
 
-sys.path.insert(0, workflow.basedir)  # the adaptbench package of this checkout, installed or not
 from adaptbench import grid as gridlib
+
+# The interpreter running Snakemake has adaptbench installed (make setup); under
+# --software-deployment-method conda the environment's own python is the right one.
+_conda = any(str(m).lower().endswith("conda") for m in workflow.deployment_settings.deployment_method)
+PYTHON = "python" if _conda else shlex.quote(sys.executable)
 
 GRID = config["grid"]
 RESULTS = config.get("results_dir", "results")
@@ -19,6 +24,26 @@ wildcard_constraints:
     model=r"[A-Za-z0-9_.-]+",
     task=r"[A-Za-z0-9_]+",
     seed=r"\d+",
+
+
+# SLURM site settings come from the user's environment (profiles/slurm/config.yaml), never the grid.
+SITE = {
+    "slurm_account": os.environ.get("ADAPTBENCH_SLURM_ACCOUNT"),
+    "qos": os.environ.get("ADAPTBENCH_SLURM_QOS"),
+    "constraint": os.environ.get("ADAPTBENCH_SLURM_CONSTRAINT"),
+    "slurm_extra": os.environ.get("ADAPTBENCH_SLURM_EXTRA"),
+}
+
+
+def site_resources(rule_name):
+    """Account, partition, QoS, ... for a rule; GPU rules use ADAPTBENCH_SLURM_PARTITION, CPU rules
+    ADAPTBENCH_SLURM_CPU_PARTITION (falling back to the former)."""
+    gpu = rule_resource(rule_name, "gpu") > 0
+    partition = os.environ.get("ADAPTBENCH_SLURM_PARTITION")
+    if not gpu:
+        partition = os.environ.get("ADAPTBENCH_SLURM_CPU_PARTITION", partition)
+    out = {k: v for k, v in {**SITE, "slurm_partition": partition}.items() if v}
+    return out
 
 
 def cell(wc):

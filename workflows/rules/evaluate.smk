@@ -12,8 +12,9 @@ rule evaluate_glue:
         mem_mb=rule_resource("evaluate", "mem_mb"),
         runtime=runtime_for("evaluate"),
         gpu=rule_resource("evaluate", "gpu"),
+        **site_resources("evaluate"),
     conda:
         "../../envs/adaptbench.yaml"
     shell:
-        "python -m adaptbench evaluate --train-dir $(dirname {input.log_json}) --out {output}"
+        "{PYTHON} -m adaptbench evaluate --train-dir $(dirname {input.log_json}) --out {output}"
         " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 2; }}"

@@ -16,11 +16,12 @@ rule finetune:
         mem_mb=rule_resource("train", "mem_mb"),
         runtime=runtime_for("train"),
         gpu=rule_resource("train", "gpu"),
+        **site_resources("train"),
     conda:
         "../../envs/adaptbench.yaml"
     shell:
-        "python -m adaptbench train --method {params.method} --label {wildcards.method}"
+        "{PYTHON} -m adaptbench train --method {params.method} --label {wildcards.method}"
         " --model {params.model} --task {wildcards.task} --seed {wildcards.seed}"
         " --method-params {params.method_params} --train-params {params.train_params}"
-        " {params.data_dir} --threads {threads} --out $(dirname {output.log_json}) --no-progress > {log} 2>&1"
+        " {params.data_dir} --threads {threads} --out $(dirname {output.log_json}) > {log} 2>&1"
         " || {{ tail -n 1 {log} >&2; exit 2; }}"

@@ -12,7 +12,7 @@ rule collate_results:
     conda:
         "../../envs/adaptbench.yaml"
     shell:
-        "python -m adaptbench collate {input} --out {output} > {log} 2>&1"
+        "{PYTHON} -m adaptbench collate {input} --out {output} > {log} 2>&1"
 
 
 rule report_tables:
@@ -30,5 +30,5 @@ rule report_tables:
     conda:
         "../../envs/adaptbench.yaml"
     shell:
-        "python -m adaptbench report --cells {input.cells} --grid-json {params.grid_json}"
+        "{PYTHON} -m adaptbench report --cells {input.cells} --grid-json {params.grid_json}"
         " --unavailable {params.unavailable} --out-dir {params.out_dir} > {log} 2>&1"

@@ -1,0 +1,56 @@
+"""Bad input → one line naming what is wrong, exit code 2, no traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def adaptbench(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "adaptbench", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def train_args(tmp_path, **over):
+    args = {"--method": "lora", "--model": "tiny-bert", "--task": "syn_sentiment", "--seed": "0",
+            "--out": str(tmp_path / "cell"), "--train-params": '{"epochs": 1, "max_train_samples": 16}'}
+    args.update(over)
+    return [x for kv in args.items() for x in kv]
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"--method": "lorra"}, "Unknown method 'lorra'. Did you mean: lora?"),
+    ({"--task": "sst"}, "Unknown task 'sst'. Did you mean: sst2"),
+    ({"--model": "/nonexistent/model"}, "model '/nonexistent/model': folder /nonexistent/model not found"),
+    ({"--method-params": '{"r": -2}'}, "lora: r must be a positive integer, got -2"),
+    ({"--method-params": '{"rank": 4}'}, "unknown hyperparameter(s) ['rank']"),
+    ({"--train-params": '{"lr": -1}'}, "train.lr must be > 0"),
+    ({"--train-params": "{epochs: 1"}, "expected a JSON object"),
+    ({"--task": "sst2", "--data-dir": "/nonexistent/glue"}, "task 'sst2': data unavailable: /nonexistent/glue/SST-2/train.tsv"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, over, message):
+    proc = adaptbench("train", *train_args(tmp_path, **over))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert message in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "cell" / "train.json").exists()
+
+
+def test_malformed_tsv_is_one_line(tmp_path):
+    (tmp_path / "SST-2").mkdir()
+    (tmp_path / "SST-2" / "train.tsv").write_text("sentence\tlabel\nfine\n")
+    (tmp_path / "SST-2" / "dev.tsv").write_text("sentence\tlabel\nfine\t1\n")
+    proc = adaptbench("train", *train_args(tmp_path, **{"--task": "sst2", "--data-dir": str(tmp_path)}))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith("SST-2/train.tsv:2: malformed row, 1 field(s), expected 2")
+
+
+def test_evaluate_without_training_names_the_file(tmp_path):
+    proc = adaptbench("evaluate", "--train-dir", str(tmp_path), "--out", str(tmp_path / "r.json"))
+    assert proc.returncode == 2 and "train.json: not found" in proc.stderr
+
+
+def test_list_names_methods_and_tasks():
+    out = adaptbench("list").stdout
+    assert "adapter: full, lora" in out and "syn_sentiment" in out and "minilm" in out

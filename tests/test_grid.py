@@ -1,0 +1,68 @@
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from adaptbench import grid as gridlib
+
+
+def base(**kw):
+    cfg = {"grid": "t", "methods": ["full", "lora"], "models": ["tiny-bert"], "tasks": ["syn_sentiment", "syn_sts"],
+           "seeds": [0, 1], "train": {"epochs": 1}}
+    cfg.update(kw)
+    return cfg
+
+
+def test_expands_the_product():
+    cells, unavailable = gridlib.expand(base())
+    assert len(cells) == 2 * 1 * 2 * 2 and not unavailable
+    assert {c.label for c in cells} == {"full", "lora"}
+
+
+def test_settings_resolve_grid_then_task_then_method_then_method_task():
+    cfg = base(methods=[{"name": "lora_r4", "method": "lora", "params": {"r": 4}, "train": {"lr": 1e-3},
+                         "task_train": {"syn_sts": {"lr": 5e-4, "epochs": 7}}}],
+               task_train={"syn_sts": {"epochs": 5, "batch_size": 8}}, seeds=[0])
+    cells = {c.task: c for c in gridlib.expand(cfg)[0]}
+    assert cells["syn_sentiment"].train_params == {"epochs": 1, "lr": 1e-3}
+    assert cells["syn_sts"].train_params == {"epochs": 7, "batch_size": 8, "lr": 5e-4}
+    assert cells["syn_sts"].method == "lora" and cells["syn_sts"].label == "lora_r4"
+    assert cells["syn_sts"].method_params == {"r": 4}
+
+
+def test_exclude_skips_matching_cells():
+    cells, _ = gridlib.expand(base(exclude=[{"method": "lora", "task": "syn_sts"}]))
+    assert not [c for c in cells if c.label == "lora" and c.task == "syn_sts"]
+    assert len(cells) == 6
+
+
+def test_unknown_names_fail_at_parse_time_with_suggestions():
+    with pytest.raises(ValueError, match=r"unknown method 'loar'\. Did you mean: lora\?"):
+        gridlib.expand(base(methods=["loar"]))
+    with pytest.raises(ValueError, match=r"unknown task 'syn_sentimnt'"):
+        gridlib.expand(base(tasks=["syn_sentimnt"]))
+
+
+def test_missing_task_data_is_reported_not_substituted(tmp_path):
+    cells, unavailable = gridlib.expand(base(tasks=["sst2", "syn_sentiment"], data_dir=str(tmp_path)))
+    assert set(unavailable) == {"sst2"} and "SST-2/train.tsv" in unavailable["sst2"]
+    assert {c.task for c in cells} == {"syn_sentiment"}
+
+
+def test_hub_ids_become_wildcard_safe_names():
+    models = gridlib.model_entries(base(models=["FacebookAI/roberta-base", {"name": "mine", "source": "/x/y"}]))
+    assert models == {"FacebookAI--roberta-base": "FacebookAI/roberta-base", "mine": "/x/y"}
+
+
+def test_grid_logic_imports_no_torch():
+    code = ("import sys; from adaptbench import grid; grid.expand({'grid':'t','methods':['lora'],'models':['minilm'],"
+            "'tasks':['sst2'],'seeds':[0]}); assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_shipped_grid_expands(repo):
+    for path in sorted((repo / "workflows" / "grids").glob("*.yaml")):
+        cfg = yaml.safe_load(path.read_text())
+        cells, _ = gridlib.expand(cfg)
+        assert cells, path.name

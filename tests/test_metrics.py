@@ -1,0 +1,44 @@
+"""GLUE metrics against values worked out by hand."""
+
+import math
+
+import pytest
+
+from adaptbench.metrics import compute
+
+
+def test_accuracy_and_f1_by_hand():
+    y = [1, 1, 0, 0, 1]
+    p = [1, 0, 0, 1, 1]
+    # acc = 3/5; positive class: tp = 2, fp = 1, fn = 1 → precision = recall = 2/3 → f1 = 2/3
+    out = compute(["acc", "f1"], y, p)
+    assert out["acc"] == pytest.approx(0.6)
+    assert out["f1"] == pytest.approx(2 / 3)
+
+
+def test_mcc_by_hand():
+    y = [1, 1, 0, 0, 1, 0]
+    p = [1, 0, 0, 1, 1, 0]
+    tp, tn, fp, fn = 2, 2, 1, 1
+    expected = (tp * tn - fp * fn) / math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    assert compute(["mcc"], y, p)["mcc"] == pytest.approx(expected)  # = 1/3
+
+
+def test_pearson_spearman_by_hand():
+    y = [1.0, 2.0, 3.0, 4.0]
+    p = [1.0, 3.0, 2.0, 4.0]
+    # Pearson: mean 2.5 each; cov = (2.25 + (-0.5)(0.5) + (0.5)(-0.5) + 2.25)/n, var = 1.25·n
+    expected_r = (2.25 - 0.25 - 0.25 + 2.25) / 5.0
+    # Spearman on ranks = Pearson here (already ranks): same value
+    out = compute(["pearson", "spearman"], y, p)
+    assert out["pearson"] == pytest.approx(expected_r)
+    assert out["spearman"] == pytest.approx(expected_r)
+
+
+def test_constant_prediction_gives_zero_correlation_not_nan():
+    assert compute(["pearson"], [1.0, 2.0, 3.0], [2.0, 2.0, 2.0])["pearson"] == 0.0
+
+
+def test_unknown_metric_is_named():
+    with pytest.raises(KeyError, match="bleu"):
+        compute(["bleu"], [1], [1])

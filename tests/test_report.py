@@ -1,0 +1,99 @@
+"""Collation and the paper-style report, on real (tiny) cells."""
+
+import json
+import math
+import shutil
+
+import pandas as pd
+import pytest
+
+from adaptbench.claims import load_claims, load_claims_file
+from adaptbench.collate import collate
+from adaptbench.evaluate import evaluate_checkpoint
+from adaptbench.report import build_tables, claim_verdict, write_report
+from adaptbench.train import train
+
+TRAIN = {"epochs": 1, "batch_size": 16, "max_train_samples": 32, "max_eval_samples": 32, "lr": 5e-3}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    for method in ("full", "lora"):
+        for seed in (0, 1):
+            cell = root / method / "tiny-bert" / "syn_sentiment" / f"seed{seed}"
+            train(method=method, model="tiny-bert", task="syn_sentiment", seed=seed, out_dir=cell,
+                  train_params=TRAIN, progress=False)
+            evaluate_checkpoint(cell, cell / "result.json")
+    return root
+
+
+GRID = {"grid": "t", "methods": ["full", "lora"], "models": ["tiny-bert"], "tasks": ["syn_sentiment", "sst2"],
+        "seeds": [0, 1], "train": {"selection": "last"}}
+
+
+def test_collate_one_row_per_cell_and_metric(results, tmp_path):
+    frame = collate([results], tmp_path / "cells.csv")
+    assert len(frame) == 4 and set(frame["metric"]) == {"acc"}
+    assert pd.read_csv(tmp_path / "cells.csv").shape == frame.shape
+
+
+def test_table_is_mean_and_std_over_seeds_times_100(results, tmp_path):
+    cells = collate([results])
+    table, verdicts, _, _ = build_tables(cells, GRID, [], {"sst2": "data unavailable: SST-2/train.tsv not found"})
+    lora = table[table["method"] == "lora"].iloc[0]
+    scores = cells[cells["label"] == "lora"]["last"] * 100
+    assert lora["syn_sentiment"] == f"{scores.mean():.1f} ± {scores.std():.1f}"
+    assert lora["sst2"] == "n/a"
+    assert lora["#params"] == "2.0K"  # 2048 LoRA parameters in tiny-bert, head excluded
+    assert verdicts.empty
+
+
+def test_report_writes_tables_plots_and_labels_synthetic(results, tmp_path):
+    cells_csv = tmp_path / "cells.csv"
+    collate([results], cells_csv)
+    written = write_report(cells_csv, GRID, tmp_path / "report", unavailable={"sst2": "data unavailable"})
+    names = {p.name for p in written}
+    assert {"README.md", "table.md", "table.csv", "table.tex", "score_vs_params.png", "per_task.png"} <= names
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert "SYNTHETIC DATA" in readme and "**sst2**: data unavailable" in readme
+    assert r"\begin{tabular}" in (tmp_path / "report" / "table.tex").read_text()
+    assert (tmp_path / "report" / "score_vs_params.png").stat().st_size > 1000
+
+
+def test_claims_are_matched_and_judged(results, tmp_path):
+    cells = collate([results])
+    claims = [{"paper": "p", "method": "lora", "model": "tiny-bert", "task": "syn_sentiment", "metric": "acc",
+               "value": 99.0, "std": 0.5, "aggregate": "median", "arxiv": "0000.00000", "table": "T"}]
+    grid = {**GRID, "report": {"claims": "p", "comparable": True}}
+    table, verdicts, _, _ = build_tables(cells, grid, claims, {})
+    row = verdicts.iloc[0]
+    ours = (cells[cells["label"] == "lora"]["last"] * 100).median()
+    assert row["ours"] == pytest.approx(round(ours, 2)) and row["paper"] == 99.0
+    assert row["verdict"].startswith("not reproduced") == (abs(ours - 99.0) > 1.0)
+    assert "[paper 99.0]" in table[table["method"] == "lora"].iloc[0]["syn_sentiment"]
+    grid["report"] = {"claims": "p", "comparable": False, "not_comparable_reason": "CPU subset"}
+    assert build_tables(cells, grid, claims, {})[1].iloc[0]["verdict"] == "not comparable: CPU subset"
+
+
+def test_verdict_tolerance():
+    claim = {"value": 63.4, "std": 1.2}
+    assert claim_verdict(61.1, claim, True, "") == "reproduced"  # within 2·1.2
+    assert claim_verdict(60.9, claim, True, "").startswith("not reproduced")
+    assert claim_verdict(None, claim, True, "") == "not run"
+    assert claim_verdict(90.9, {"value": 91.5, "std": None}, True, "") == "reproduced"  # 1 point floor
+
+
+def test_shipped_claims_validate():
+    claims = load_claims()
+    lora = [c for c in claims if c["paper"] == "lora" and c["method"] == "lora"]
+    assert len(lora) == 8 and {c["task"] for c in lora} == {"mnli", "sst2", "mrpc", "cola", "qnli", "qqp", "rte", "stsb"}
+    assert next(c for c in lora if c["task"] == "cola")["metric"] == "mcc"
+
+
+def test_malformed_claims_name_the_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("paper: {title: x, arxiv: '2106.09685', year: 2022}\ntable: T\nsetting: s\nsource: s\n"
+                   "aggregate: median\nclaims:\n  - {method: lora, model: m, task: t, metric: acc, value: high}\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: claims/0/value: 'high' is not of type 'number'"):
+        load_claims_file(bad)

@@ -1,0 +1,153 @@
+"""The Snakemake workflow: dry-runs of every shipped grid, a tiny real run, reruns, overrides, SLURM."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.workflow
+REPO = Path(__file__).resolve().parents[2]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def env(**extra):
+    e = dict(os.environ)
+    e["PATH"] = f"{Path(sys.executable).parent}:{e['PATH']}"
+    e.update(extra)
+    return e
+
+
+def snakemake(*args, cwd=REPO, extra_env=None, timeout=600):
+    return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True,
+                          env=env(**(extra_env or {})), timeout=timeout)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    block = output.split("Job stats:", 1)[1]
+    return {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)\s*$", block, re.M)}
+
+
+def test_default_grid_dry_run():
+    proc = snakemake("-n")
+    assert proc.returncode == 0, proc.stderr
+    counts = job_counts(proc.stdout)
+    assert counts["finetune"] == counts["evaluate_glue"] == 18  # 2 methods × 3 tasks × 2 seeds + scratch (3 × 2)
+
+
+@pytest.mark.parametrize("grid", sorted(p.name for p in (REPO / "workflows" / "grids").glob("*.yaml")))
+def test_every_shipped_grid_dry_runs(grid, tmp_path):
+    cfg = yaml.safe_load((REPO / "workflows" / "grids" / grid).read_text())
+    proc = snakemake("-n", "--configfile", f"workflows/grids/{grid}", "--config", f"results_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    n_methods, n_models = len(cfg["methods"]), len(cfg["models"])
+    expected = n_methods * n_models * len(cfg["tasks"]) * len(cfg["seeds"])
+    expected -= sum(len(cfg["tasks"]) * len(cfg["seeds"]) for _ in cfg.get("exclude", []))
+    assert job_counts(proc.stdout)["finetune"] == expected
+
+
+def test_lora_roberta_grid_on_slurm_lists_40_gpu_training_jobs():
+    proc = snakemake("--profile", "slurm", "-n", "--configfile", "workflows/grids/lora_roberta_base_glue.yaml")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert job_counts(proc.stdout)["finetune"] == 8 * 5
+    blocks = proc.stdout.split("rule ")
+    finetune_blocks = [b for b in blocks if b.startswith("finetune:")]
+    assert len(finetune_blocks) == 40
+    assert all("gpu=1" in b and "runtime=960" in b and "mem_mb=32000" in b for b in finetune_blocks)
+
+
+def test_bad_grid_value_fails_at_parse_time_naming_it():
+    proc = snakemake("-n", "--config", "seeds=[-1]")
+    assert proc.returncode != 0
+    assert "-1 is less than the minimum of 0" in proc.stdout + proc.stderr
+    proc = snakemake("-n", "--config", "methods=[lorra]")
+    assert "unknown method 'lorra'. Did you mean: lora?" in proc.stdout + proc.stderr
+
+
+TINY = {"grid": "tiny", "methods": ["full", "lora"], "models": ["tiny-bert"], "tasks": ["syn_sentiment", "syn_sts"],
+        "seeds": [0], "train": {"epochs": 1, "batch_size": 16, "max_train_samples": 32, "max_eval_samples": 32,
+                                "lr": 1.0e-3}}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("wf")
+    (work / "grid.yaml").write_text(yaml.safe_dump(TINY))
+    proc = snakemake("-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile", str(work / "grid.yaml"),
+                     "--cores", "2", cwd=work)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return work
+
+
+def run_in(work, *args):
+    return snakemake("-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile", str(work / "grid.yaml"),
+                     *args, cwd=work)
+
+
+def test_tiny_grid_end_to_end(tiny_run):
+    report = tiny_run / "reports" / "tiny"
+    assert (report / "README.md").exists() and (report / "score_vs_params.png").exists()
+    table = (report / "table.md").read_text()
+    assert "| full " in table and "| lora " in table
+    assert len(list((tiny_run / "results" / "tiny").rglob("result.json"))) == 4
+
+
+def test_second_run_does_nothing(tiny_run):
+    proc = run_in(tiny_run, "-n")
+    assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_adding_a_seed_runs_only_the_new_cells(tiny_run):
+    proc = run_in(tiny_run, "-n", "--config", "seeds=[0,1]")
+    counts = job_counts(proc.stdout)
+    assert counts["finetune"] == 4 and counts["evaluate_glue"] == 4  # 2 methods × 2 tasks × the new seed
+
+
+def test_hyperparameter_override_reruns_only_that_method(tiny_run):
+    proc = run_in(tiny_run, "-n", "--config", "methods=[full,{name: lora, params: {r: 4}}]")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    counts = job_counts(proc.stdout)
+    assert counts["finetune"] == 2  # only the lora cells: their params changed
+    assert "lora/tiny-bert/syn_sts/seed0/checkpoint.pt" in proc.stdout
+
+
+def test_keep_going_finishes_every_other_cell(tmp_path):
+    grid = {**TINY, "grid": "broken", "tasks": ["syn_sentiment"],
+            "methods": ["full", {"name": "bad_lora", "method": "lora", "params": {"r": 0}}]}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    proc = run_in(tmp_path, "--cores", "2", "--keep-going")
+    assert proc.returncode != 0
+    assert "lora: r must be a positive integer, got 0" in proc.stdout + proc.stderr
+    assert (tmp_path / "results" / "broken" / "full" / "tiny-bert" / "syn_sentiment" / "seed0" / "result.json").exists()
+    assert not (tmp_path / "results" / "broken" / "bad_lora" / "tiny-bert" / "syn_sentiment" / "seed0" / "train.json").exists()
+
+
+def test_slurm_profile_sbatch_options(tmp_path):
+    """Drive the real SLURM executor plugin against a fake sbatch that records its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "sbatch.log"
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\necho "$@" >> {log}\nexit 1\n')
+    for tool in ("sacct", "squeue", "scancel", "sinfo", "sacctmgr", "sshare", "scontrol"):
+        (bin_dir / tool).write_text("#!/bin/sh\nexit 0\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    grid = {**TINY, "grid": "slurm_probe", "methods": ["lora"], "tasks": ["syn_sentiment"],
+            "resources": {"train": {"gpu": 1, "threads": 4, "mem_mb": 12000, "runtime": 30}}}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    proc = subprocess.run(
+        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--profile", str(REPO / "profiles" / "slurm"),
+         "--configfile", str(tmp_path / "grid.yaml"), "--retries", "0", "--slurm-init-seconds-before-status-checks", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=env(PATH=f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+                ADAPTBENCH_SLURM_ACCOUNT="proj123", ADAPTBENCH_SLURM_PARTITION="gpu-a100",
+                ADAPTBENCH_SLURM_CPU_PARTITION="cpu"))
+    sbatch = log.read_text()
+    assert proc.returncode != 0  # the fake sbatch refuses every job
+    assert "-A proj123" in sbatch and "-p gpu-a100" in sbatch
+    assert "--gpus=1" in sbatch and "-t 30" in sbatch and "--mem 12000" in sbatch
+    assert "--cpus-per-task=4" in sbatch
