@@ -23,10 +23,10 @@ def test_minilm_lora_learns_sst2_from_a_small_subset(shared_glue, tmp_path):
 
 def test_minilm_full_on_stsb_reports_pearson_and_spearman(shared_glue, tmp_path):
     record = train(method="full", model="minilm", task="stsb", seed=0, out_dir=tmp_path, data_dir=str(shared_glue),
-                   train_params={"epochs": 1, "max_train_samples": 128, "max_eval_samples": 100, "lr": 5e-5,
+                   train_params={"epochs": 3, "max_train_samples": 256, "max_eval_samples": 100, "lr": 1e-4,
                                  "max_length": 64, "batch_size": 32}, progress=False)
     scores = record["train_info"]["history"][-1]["metrics"]
     assert set(scores) == {"pearson", "spearman"} and all(-1 <= v <= 1 for v in scores.values())
-    assert record["run_info"]["data"]["train"]["rows"] == 128
+    assert record["run_info"]["data"]["train"]["rows"] == 256
     curve = record["train_info"]["loss_curve"]
-    assert curve[-1] < curve[0], curve  # MSE on the 0-5 scores falls from the untrained head's level
+    assert sum(curve[-5:]) < sum(curve[:5]), curve  # MSE on the 0-5 scores falls from the untrained head's level
