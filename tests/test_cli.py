@@ -26,6 +26,9 @@ def train_args(tmp_path, **over):
     ({"--train-params": '{"lr": -1}'}, "train.lr must be > 0"),
     ({"--train-params": "{epochs: 1"}, "expected a JSON object"),
     ({"--task": "sst2", "--data-dir": "/nonexistent/glue"}, "task 'sst2': data unavailable: /nonexistent/glue/SST-2/train.tsv"),
+    # the hub paths are real code; offline (as in CI) they must fail in one line that says what to do
+    ({"--task": "sst2"}, "task 'sst2': no data_dir given and the hub dataset nyu-mll/glue/sst2 could not be loaded"),
+    ({"--model": "roberta-base", "--task": "syn_sentiment"}, "model 'roberta-base' (FacebookAI/roberta-base) could not be loaded"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, over, message):
     proc = adaptbench("train", *train_args(tmp_path, **over))

@@ -97,3 +97,20 @@ def test_malformed_claims_name_the_field(tmp_path):
                    "aggregate: median\nclaims:\n  - {method: lora, model: m, task: t, metric: acc, value: high}\n")
     with pytest.raises(ValueError, match=r"bad.yaml: claims/0/value: 'high' is not of type 'number'"):
         load_claims_file(bad)
+
+
+def test_lora_grid_prints_table_2_beside_ours(repo):
+    """The shipped LoRA grid + claims/lora.yaml: every task cell of a lora row carries the paper's number."""
+    import yaml
+
+    grid = yaml.safe_load((repo / "workflows" / "grids" / "lora_roberta_base_glue.yaml").read_text())
+    rows = [{"label": "lora", "method": "lora", "family": "adapter", "model": "roberta-base", "task": t, "seed": s,
+             "synthetic": False, "metric": m, "last": 0.5, "best": 0.6, "trainable_params": 294_912}
+            for t in grid["tasks"] for s in range(5)
+            for m in {"mrpc": ["acc", "f1"], "stsb": ["pearson", "spearman"], "cola": ["mcc"]}.get(t, ["acc"])]
+    table, verdicts, _, _ = build_tables(pd.DataFrame(rows), grid, load_claims(), {})
+    row = table.iloc[0]
+    assert row["cola"] == "60.0 ± 0.0 [paper 63.4]" and row["stsb"] == "60.0 ± 0.0 [paper 91.5]"
+    assert row["#params"] == "294.9K" and row["Avg"] == "60.0"
+    assert len(verdicts) == 8 and set(verdicts["verdict"].str.split(" ").str[0]) == {"not"}  # 60 is not 87.5
+    assert verdicts.set_index("task").loc["rte", "paper"] == 86.6

@@ -151,3 +151,8 @@ def test_slurm_profile_sbatch_options(tmp_path):
     assert "-A proj123" in sbatch and "-p gpu-a100" in sbatch
     assert "--gpus=1" in sbatch and "-t 30" in sbatch and "--mem 12000" in sbatch
     assert "--cpus-per-task=4" in sbatch
+
+
+def test_lint_is_clean():
+    proc = snakemake("--lint")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -46,6 +46,10 @@ def site_resources(rule_name):
     return out
 
 
+def data_dir_flag():
+    return f"--data-dir {shlex.quote(str(Path(config['data_dir']).resolve()))}" if config.get("data_dir") else ""
+
+
 def cell(wc):
     return CELL[(wc.method, wc.model, wc.task, int(wc.seed))]
 

@@ -7,6 +7,8 @@ rule evaluate_glue:
         f"{CELL_DIR}/result.json",
     log:
         f"{CELL_DIR}/evaluate.log",
+    params:
+        python=PYTHON,
     threads: rule_resource("evaluate", "threads")
     resources:
         mem_mb=rule_resource("evaluate", "mem_mb"),
@@ -16,5 +18,5 @@ rule evaluate_glue:
     conda:
         "../../envs/adaptbench.yaml"
     shell:
-        "{PYTHON} -m adaptbench evaluate --train-dir $(dirname {input.log_json}) --out {output}"
+        "{params.python} -m adaptbench evaluate --train-dir $(dirname {input.log_json}) --out {output}"
         " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 2; }}"

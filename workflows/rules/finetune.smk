@@ -10,7 +10,8 @@ rule finetune:
         model=lambda wc: shlex.quote(cell(wc).model_source),
         method_params=lambda wc: shlex.quote(gridlib.as_json(cell(wc).method_params)),
         train_params=lambda wc: shlex.quote(gridlib.as_json(cell(wc).train_params)),
-        data_dir=("--data-dir " + str(Path(config["data_dir"]).resolve())) if config.get("data_dir") else "",
+        data_dir=data_dir_flag(),
+        python=PYTHON,
     threads: rule_resource("train", "threads")
     resources:
         mem_mb=rule_resource("train", "mem_mb"),
@@ -20,7 +21,7 @@ rule finetune:
     conda:
         "../../envs/adaptbench.yaml"
     shell:
-        "{PYTHON} -m adaptbench train --method {params.method} --label {wildcards.method}"
+        "{params.python} -m adaptbench train --method {params.method} --label {wildcards.method}"
         " --model {params.model} --task {wildcards.task} --seed {wildcards.seed}"
         " --method-params {params.method_params} --train-params {params.train_params}"
         " {params.data_dir} --threads {threads} --out $(dirname {output.log_json}) > {log} 2>&1"

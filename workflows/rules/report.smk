@@ -9,10 +9,12 @@ rule collate_results:
         f"{RESULTS}/{GRID}/cells.csv",
     log:
         f"{RESULTS}/{GRID}/collate.log",
+    params:
+        python=PYTHON,
     conda:
         "../../envs/adaptbench.yaml"
     shell:
-        "{PYTHON} -m adaptbench collate {input} --out {output} > {log} 2>&1"
+        "{params.python} -m adaptbench collate {input} --out {output} > {log} 2>&1"
 
 
 rule report_tables:
@@ -26,9 +28,10 @@ rule report_tables:
     params:
         grid_json=shlex.quote(gridlib.as_json(config)),
         unavailable=shlex.quote(gridlib.as_json(UNAVAILABLE)),
-        out_dir=f"{REPORTS}/{GRID}",
+        out_dir=lambda wc, output: os.path.dirname(output[0]),
+        python=PYTHON,
     conda:
         "../../envs/adaptbench.yaml"
     shell:
-        "{PYTHON} -m adaptbench report --cells {input.cells} --grid-json {params.grid_json}"
+        "{params.python} -m adaptbench report --cells {input.cells} --grid-json {params.grid_json}"
         " --unavailable {params.unavailable} --out-dir {params.out_dir} > {log} 2>&1"
