@@ -91,6 +91,9 @@ def expand(config: dict) -> tuple[list[Cell], dict[str, str]]:
     """All cells of the grid, and the tasks that cannot run with their reasons (never substituted)."""
     methods, models = method_entries(config), model_entries(config)
     check_tasks(config)
+    data_dir = config.get("data_dir")
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise ValueError(f"grid: data_dir {data_dir} is not a folder (give a GLUE-format folder, or null for the hub)")
     unavailable = {}
     for task in config["tasks"]:
         reason = tasks.unavailable_reason(tasks.get_task(task), config.get("data_dir"))

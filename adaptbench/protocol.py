@@ -6,7 +6,12 @@ target layers; optional ``prepare(model, batches)`` for data-driven initialisati
 ``extra_loss(model)`` for regularisers and ``merge(model)`` where the update folds into plain
 weights. The task head (a new classifier) always trains; the trainer unfreezes it after ``apply``.
 
-Optimizer, TTA and continual protocols are added by the issues that bring those families.
+Optimizer (methods/optimizers/): ``build(named_params, lr, weight_decay) -> torch.optim.Optimizer``;
+the trainer records ``optimizer_state_bytes`` for every run (GaLore-style claims are about it).
+TTA (methods/tta/): ``configure_model``, ``params_to_adapt``, ``forward_and_adapt(x) -> logits``,
+``reset``; the base snapshots the source state so ``reset`` needs no method code.
+Continual (methods/continual/): ``learn_task(model, task_id, batches)``, ``predict(model, x, task_id)``.
+The families' runners (TTA streams, continual sequences) arrive with their issues.
 """
 
 from __future__ import annotations
@@ -68,3 +73,62 @@ def replace_module(model: nn.Module, qualified_name: str, new: nn.Module) -> Non
     parent_name, _, child = qualified_name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
+
+
+class OptimizerMethod:
+    """Base for optimizer methods: a grid axis like any adapter."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def build(self, named_params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        raise NotImplementedError
+
+
+class TTAMethod:
+    """Base for test-time adaptation: one small class per method (Tent, EATA, SAR, ...).
+
+    The base owns the snapshot of the source model and optimizer so that ``reset()`` restores them;
+    a method implements ``configure_model``, ``params_to_adapt`` and ``forward_and_adapt``."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.model: nn.Module | None = None
+        self._source_state: dict | None = None
+
+    def configure_model(self, model: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+    def params_to_adapt(self, model: nn.Module) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+    def forward_and_adapt(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def attach(self, model: nn.Module) -> None:
+        self.model = self.configure_model(model)
+        self._source_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def reset(self) -> None:
+        if self.model is None or self._source_state is None:
+            raise RuntimeError("reset() before attach(model)")
+        self.model.load_state_dict(self._source_state)
+
+
+class ContinualMethod:
+    """Base for continual-learning routines; the sequence runner records the accuracy matrix."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def learn_task(self, model: nn.Module, task_id: int, batches) -> dict[str, float]:
+        raise NotImplementedError
+
+    def predict(self, model: nn.Module, x, task_id: int | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes held in the optimizer's per-parameter state (Adam's m and v, projections, ...)."""
+    return sum(t.numel() * t.element_size() for state in optimizer.state.values()
+               for t in state.values() if torch.is_tensor(t))

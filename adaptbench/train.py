@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from adaptbench import models, tasks
 from adaptbench.config import TrainConfig
 from adaptbench.evaluate import evaluate_splits
+from adaptbench.protocol import optimizer_state_bytes
 from adaptbench.registry import get_method
 from adaptbench.results import atomic_torch_save, atomic_write_json, config_hash, git_state, package_versions
 
@@ -194,6 +195,7 @@ def train(*, method: str, model: str, task: str, seed: int, out_dir: str | Path,
             "wall_seconds": round(wall, 2),
             "seconds_per_step": round(wall / max(step, 1), 4),
             "peak_memory_bytes": peak_memory_bytes(dev),
+            "optimizer_state_bytes": optimizer_state_bytes(optimizer),
             "params": params,
             "loss_first": losses[0] if losses else None,
             "loss_last": losses[-1] if losses else None,

@@ -50,6 +50,11 @@ def test_missing_task_data_is_reported_not_substituted(tmp_path):
     assert {c.task for c in cells} == {"syn_sentiment"}
 
 
+def test_a_data_dir_that_does_not_exist_is_named():
+    with pytest.raises(ValueError, match=r"grid: data_dir /no/such/glue is not a folder"):
+        gridlib.expand(base(data_dir="/no/such/glue"))
+
+
 def test_hub_ids_become_wildcard_safe_names():
     models = gridlib.model_entries(base(models=["FacebookAI/roberta-base", {"name": "mine", "source": "/x/y"}]))
     assert models == {"FacebookAI--roberta-base": "FacebookAI/roberta-base", "mine": "/x/y"}

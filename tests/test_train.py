@@ -29,6 +29,9 @@ def test_train_writes_a_complete_record(lora_cell):
     assert info["synthetic"] is True and len(info["data"]["train"]["sha256"]) == 64
     assert t["steps"] == 2 * 4 and len(t["history"]) == 2 and t["peak_memory_bytes"] > 0
     assert t["params"]["trainable_no_head"] == 2 * 2 * 8 * (32 + 32)  # 2 layers × (query, value) × r(in+out)
+    # AdamW keeps m and v (fp32) per trainable element, plus a scalar step per tensor
+    n_tensors = 2 * 2 * 2 + 2  # (A, B) × (query, value) × 2 layers + classifier weight and bias
+    assert t["optimizer_state_bytes"] == 2 * 4 * t["params"]["trainable"] + 4 * n_tensors
     assert (out / "checkpoint.pt").exists() and not list(out.glob(".*.tmp"))
 
 
