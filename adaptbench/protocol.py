@@ -28,6 +28,7 @@ class Adapter:
 
     TRAINABLE: tuple[str, ...] = ()
     TEST_LR: float = 1e-2  # a learning rate at which one step visibly moves a tiny model
+    IDENTITY_AT_INIT: bool = True  # the adapted model computes what the base computes, before any step
 
     def __init__(self, cfg):
         self.cfg = cfg

@@ -201,6 +201,8 @@ def write_report(cells_csv, grid_path, out_dir, claims_dir=None, unavailable=Non
     lines += [f"Seeds: {', '.join(map(str, seeds))}. Cells: mean ± std over seeds of the {selection} epoch, × 100. "
               "#params: trainable parameters excluding the task head (as the papers count them).", "",
               table.to_markdown(index=False), ""]
+    if report_cfg.get("notes"):
+        lines += [f"- {note}" for note in report_cfg["notes"]] + [""]
     if unavailable:
         lines += ["Tasks not run:", ""] + [f"- **{t}**: {why}" for t, why in unavailable.items()] + [""]
     if not verdicts.empty:

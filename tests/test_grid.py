@@ -38,7 +38,7 @@ def test_exclude_skips_matching_cells():
 
 
 def test_unknown_names_fail_at_parse_time_with_suggestions():
-    with pytest.raises(ValueError, match=r"unknown method 'loar'\. Did you mean: lora\?"):
+    with pytest.raises(ValueError, match=r"unknown method 'loar'\. Did you mean: lora\b"):
         gridlib.expand(base(methods=["loar"]))
     with pytest.raises(ValueError, match=r"unknown task 'syn_sentimnt'"):
         gridlib.expand(base(tasks=["syn_sentimnt"]))

@@ -19,7 +19,7 @@ def test_every_method_has_paper_metadata_and_a_config():
 
 
 def test_unknown_method_suggests_the_close_name():
-    with pytest.raises(KeyError, match=r"Unknown method 'lorra'\. Did you mean: lora\?"):
+    with pytest.raises(KeyError, match=r"Unknown method 'lorra'\. Did you mean: lora\b"):
         get_method("lorra")
 
 

@@ -32,6 +32,20 @@ def sgd_steps(model, batch, lr, steps=3):
 
 
 @pytest.mark.parametrize("name", ADAPTERS)
+def test_starts_as_the_base_model_unless_documented(name, batch):
+    method = registry.get_method(name).build()
+    if not method.IDENTITY_AT_INIT:
+        pytest.skip(f"{name} changes the model at init by design (IDENTITY_AT_INIT = False; see its docstring)")
+    from adaptbench.models import load_for_classification
+
+    base = load_for_classification("tiny-bert", 2, seed=0).model
+    _, adapted = build(name, seed=0)
+    base.eval(), adapted.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(adapted(**batch).logits, base(**batch).logits, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
 def test_only_intended_parameters_train(name, batch):
     method, model = build(name)
     flags = {n: p.requires_grad for n, p in model.named_parameters()}

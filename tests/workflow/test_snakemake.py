@@ -32,8 +32,8 @@ def job_counts(output: str) -> dict[str, int]:
     return {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)\s*$", block, re.M)}
 
 
-def test_default_grid_dry_run():
-    proc = snakemake("-n")
+def test_default_grid_dry_run(tmp_path):
+    proc = snakemake("-n", "--config", f"results_dir={tmp_path}/results", f"reports_dir={tmp_path}/reports")
     assert proc.returncode == 0, proc.stderr
     counts = job_counts(proc.stdout)
     assert counts["finetune"] == counts["evaluate_glue"] == 18  # 2 methods × 3 tasks × 2 seeds + scratch (3 × 2)
@@ -42,7 +42,8 @@ def test_default_grid_dry_run():
 @pytest.mark.parametrize("grid", sorted(p.name for p in (REPO / "workflows" / "grids").glob("*.yaml")))
 def test_every_shipped_grid_dry_runs(grid, tmp_path):
     cfg = yaml.safe_load((REPO / "workflows" / "grids" / grid).read_text())
-    proc = snakemake("-n", "--configfile", f"workflows/grids/{grid}", "--config", f"results_dir={tmp_path}")
+    proc = snakemake("-n", "--configfile", f"workflows/grids/{grid}", "--config", f"results_dir={tmp_path}/results",
+                     f"reports_dir={tmp_path}/reports")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     n_methods, n_models = len(cfg["methods"]), len(cfg["models"])
     expected = n_methods * n_models * len(cfg["tasks"]) * len(cfg["seeds"])
@@ -50,8 +51,9 @@ def test_every_shipped_grid_dry_runs(grid, tmp_path):
     assert job_counts(proc.stdout)["finetune"] == expected
 
 
-def test_lora_roberta_grid_on_slurm_lists_40_gpu_training_jobs():
-    proc = snakemake("--profile", "slurm", "-n", "--configfile", "workflows/grids/lora_roberta_base_glue.yaml")
+def test_lora_roberta_grid_on_slurm_lists_40_gpu_training_jobs(tmp_path):
+    proc = snakemake("--profile", "slurm", "-n", "--configfile", "workflows/grids/lora_roberta_base_glue.yaml",
+                     "--config", f"results_dir={tmp_path}/results", f"reports_dir={tmp_path}/reports")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert job_counts(proc.stdout)["finetune"] == 8 * 5
     blocks = proc.stdout.split("rule ")
@@ -65,7 +67,7 @@ def test_bad_grid_value_fails_at_parse_time_naming_it():
     assert proc.returncode != 0
     assert "-1 is less than the minimum of 0" in proc.stdout + proc.stderr
     proc = snakemake("-n", "--config", "methods=[lorra]")
-    assert "unknown method 'lorra'. Did you mean: lora?" in proc.stdout + proc.stderr
+    assert "unknown method 'lorra'. Did you mean: lora" in proc.stdout + proc.stderr
 
 
 TINY = {"grid": "tiny", "methods": ["full", "lora"], "models": ["tiny-bert"], "tasks": ["syn_sentiment", "syn_sts"],
@@ -156,3 +158,13 @@ def test_slurm_profile_sbatch_options(tmp_path):
 def test_lint_is_clean():
     proc = snakemake("--lint")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_default_profile_cannot_override_slurm_settings():
+    """Snakemake applies profiles/default on SLURM runs too, key by key: it must not carry these."""
+    default = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
+    forbidden = {"cores", "jobs", "executor", "resources", "default-resources", "set-resources", "set-threads", "retries"}
+    assert not forbidden & set(default)
+    slurm = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
+    assert slurm["executor"] == "slurm" and slurm["retries"] >= 1
+    assert "default-resources" not in slurm  # site settings come from the user's environment
