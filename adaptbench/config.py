@@ -3,7 +3,7 @@ table varies them (LoRA's Table 9 sets learning rate, batch size and epochs per 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,8 @@ class TrainConfig:
     max_eval_samples: int | None = None
     subset_seed: int = 0
     selection: str = "best"  # which epoch a table reports: "best" (the papers' dev protocol) or "last"
+    optimizer: str = "adamw"  # "adamw", or a registered optimizer method (methods/optimizers/)
+    optimizer_params: dict = field(default_factory=dict)  # that method's hyperparameters
 
     def __post_init__(self):
         positive = ("epochs", "batch_size", "eval_batch_size", "max_length")
@@ -37,6 +39,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"train.{name} must be a positive integer or null, got {value!r}")
+        if not isinstance(self.optimizer, str) or not isinstance(self.optimizer_params, dict):
+            raise ValueError("train.optimizer must be a name and train.optimizer_params a mapping")
         if self.selection not in ("best", "last"):
             raise ValueError(f"train.selection must be 'best' or 'last', got {self.selection!r}")
 

@@ -67,7 +67,14 @@ def make_collate(tokenizer):
 
 
 def build_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases and LayerNorm weights (BERT/RoBERTa convention)."""
+    """AdamW by default, or a registered optimizer method (``train.optimizer``); for AdamW, no weight
+    decay on biases and LayerNorm weights (BERT/RoBERTa convention)."""
+    if cfg.optimizer != "adamw":
+        spec = get_method(cfg.optimizer)
+        if spec.family != "optimizer":
+            raise ValueError(f"train.optimizer: '{cfg.optimizer}' belongs to the {spec.family} family, not to the optimizers")
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        return spec.build(cfg.optimizer_params).build(named, cfg.lr, cfg.weight_decay)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:

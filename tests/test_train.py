@@ -84,3 +84,9 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
         train(method="full", model="tiny-bert", task="syn_sts", seed=0, out_dir=tmp_path,
               train_params={**TRAIN, "lr": 1e6, "max_grad_norm": 1e9}, progress=False)
     assert not (tmp_path / "train.json").exists()
+
+
+def test_an_adapter_is_not_an_optimizer(tmp_path):
+    with pytest.raises(ValueError, match="train.optimizer: 'lora' belongs to the adapter family, not to the optimizers"):
+        train(method="full", model="tiny-bert", task="syn_sentiment", seed=0, out_dir=tmp_path,
+              train_params={**TRAIN, "optimizer": "lora"}, progress=False)
