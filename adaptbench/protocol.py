@@ -129,6 +129,16 @@ class ContinualMethod:
         raise NotImplementedError
 
 
+def decay_groups(named_params, weight_decay: float) -> list[dict]:
+    """Parameter groups with weight decay on matrices only: no decay on biases and LayerNorm weights
+    (the BERT/RoBERTa fine-tuning convention), so optimizers differ only in their update rule."""
+    decay, no_decay = [], []
+    for name, p in named_params:
+        (no_decay if p.ndim < 2 or "layernorm" in name.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
     """Bytes held in the optimizer's per-parameter state (Adam's m and v, projections, ...)."""
     return sum(t.numel() * t.element_size() for state in optimizer.state.values()

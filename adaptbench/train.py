@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from adaptbench import models, tasks
 from adaptbench.config import TrainConfig
 from adaptbench.evaluate import evaluate_splits
-from adaptbench.protocol import optimizer_state_bytes
+from adaptbench.protocol import decay_groups, optimizer_state_bytes
 from adaptbench.registry import get_method
 from adaptbench.results import atomic_torch_save, atomic_write_json, config_hash, git_state, package_versions
 
@@ -69,18 +69,13 @@ def make_collate(tokenizer):
 def build_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW by default, or a registered optimizer method (``train.optimizer``); for AdamW, no weight
     decay on biases and LayerNorm weights (BERT/RoBERTa convention)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if cfg.optimizer != "adamw":
         spec = get_method(cfg.optimizer)
         if spec.family != "optimizer":
             raise ValueError(f"train.optimizer: '{cfg.optimizer}' belongs to the {spec.family} family, not to the optimizers")
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         return spec.build(cfg.optimizer_params).build(named, cfg.lr, cfg.weight_decay)
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layernorm" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+    return torch.optim.AdamW(decay_groups(named, cfg.weight_decay), lr=cfg.lr)
 
 
 def linear_warmup_decay(optimizer, warmup_steps: int, total_steps: int):
