@@ -29,7 +29,7 @@ demo: $(STAMP)
 	@echo "report: reports/demo/README.md"
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=10
 
 test-integration: $(STAMP)
 	$(PY) -m pytest -q -m integration

@@ -55,5 +55,6 @@ def test_evaluate_without_training_names_the_file(tmp_path):
 
 
 def test_list_names_methods_and_tasks():
-    out = adaptbench("list").stdout
-    assert "adapter: full, lora" in out and "syn_sentiment" in out and "minilm" in out
+    lines = dict(line.split(": ", 1) for line in adaptbench("list").stdout.splitlines())
+    assert {"full", "lora"} <= set(lines["adapter"].split(", "))
+    assert "syn_sentiment" in lines["tasks"] and "minilm" in lines["model aliases"]
