@@ -8,6 +8,7 @@ is the grid's call (``report.comparable``): a CPU subset run is shown as "not co
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -143,7 +144,7 @@ def plot_score_vs_params(scores: pd.DataFrame, task_order, out: Path, title: str
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (excluding task head)")
     ax.set_ylabel("average score × 100")
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -159,7 +160,7 @@ def plot_per_task(scores: pd.DataFrame, task_order, out: Path, title: str) -> No
     err = agg.pivot(index="task", columns="row", values="std").reindex(pivot.index).fillna(0)
     ax = pivot.plot.bar(yerr=err, figsize=(6.5, 4), capsize=2, rot=0)
     ax.set_ylabel("score × 100")
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=9)
     ax.legend(fontsize=7)
     ax.figure.tight_layout()
     for ext in ("png", "svg"):

@@ -6,8 +6,10 @@ the variants alternate over repeats so that machine load hits both alike.
 
     python benchmarks/lora_vs_peft.py [--steps 20] [--repeats 3] [--batch-size 32] [--seq-len 128]
 
-Peak memory: on CUDA, torch.cuda.max_memory_allocated; on CPU, the growth of the process's peak
-resident set over the training steps (ru_maxrss after the steps minus the RSS after model build).
+Memory, two ways: (1) deterministic training-state bytes = tensors autograd saves for backward in one
+step (unique storages, via saved_tensors_hooks) + gradients + optimizer state; (2) on CUDA
+torch.cuda.max_memory_allocated, on CPU the growth of the peak resident set over the steps (noisy: the
+CPU allocator caches, so treat it as a sanity check, not a ratio to trust).
 """
 
 from __future__ import annotations
@@ -68,6 +70,20 @@ def worker(variant: str, steps: int, batch_size: int, seq_len: int, device: str)
 
     for _ in range(3):  # warm-up: allocator, optimizer state
         step()
+    saved = {}
+
+    def pack(t):
+        saved[(t.untyped_storage().data_ptr(), t.device)] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(**batch).loss
+    loss.backward()
+    grad_bytes = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
+    opt.zero_grad(set_to_none=True)
+    from adaptbench.protocol import optimizer_state_bytes
+
+    state_bytes = sum(saved.values()) + grad_bytes + optimizer_state_bytes(opt)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -84,7 +100,7 @@ def worker(variant: str, steps: int, batch_size: int, seq_len: int, device: str)
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_rss
     return {"variant": variant, "step_seconds": statistics.median(times), "peak_bytes": max(peak, 0),
-            "trainable": trainable}
+            "training_state_bytes": state_bytes, "trainable": trainable}
 
 
 def main() -> None:
@@ -115,6 +131,7 @@ def main() -> None:
         mine = [x for x in runs if x["variant"] == variant]
         summary[variant] = {"step_seconds": statistics.median(x["step_seconds"] for x in mine),
                             "peak_bytes": statistics.median(x["peak_bytes"] for x in mine),
+                            "training_state_bytes": statistics.median(x["training_state_bytes"] for x in mine),
                             "trainable": mine[0]["trainable"]}
     result = {
         "setting": {"model": "minilm", "r": 8, "alpha": 8, "targets": ["query", "value"], "batch_size": a.batch_size,
@@ -122,6 +139,8 @@ def main() -> None:
                     "threads": int(os.environ.get("BENCH_THREADS", "1"))},
         "ours": summary["ours"], "peft": summary["peft"],
         "ratio_step_time_ours_over_peft": summary["ours"]["step_seconds"] / summary["peft"]["step_seconds"],
+        "ratio_training_state_ours_over_peft": (summary["ours"]["training_state_bytes"]
+                                                / summary["peft"]["training_state_bytes"]),
         "ratio_peak_memory_ours_over_peft": (summary["ours"]["peak_bytes"] / summary["peft"]["peak_bytes"]
                                              if summary["peft"]["peak_bytes"] else None),
         "runs": runs,
@@ -131,10 +150,11 @@ def main() -> None:
     print(f"LoRA on MiniLM, batch {a.batch_size} × {a.seq_len} tokens, {device}, median of {a.repeats} × {a.steps} steps")
     for v in ("ours", "peft"):
         s = summary[v]
-        print(f"  {v:5s} step {s['step_seconds'] * 1e3:8.1f} ms   peak +{s['peak_bytes'] / 2**20:8.1f} MiB   "
-              f"trainable {s['trainable']:,}")
+        print(f"  {v:5s} step {s['step_seconds'] * 1e3:8.1f} ms   training state {s['training_state_bytes'] / 2**20:8.1f} MiB"
+              f"   peak RSS +{s['peak_bytes'] / 2**20:7.1f} MiB   trainable {s['trainable']:,}")
     print(f"  ratio ours/peft: step time {result['ratio_step_time_ours_over_peft']:.3f}, "
-          f"peak memory {result['ratio_peak_memory_ours_over_peft']:.3f}")
+          f"training state {result['ratio_training_state_ours_over_peft']:.3f}, "
+          f"peak RSS {result['ratio_peak_memory_ours_over_peft']:.3f} (noisy on CPU)")
 
 
 if __name__ == "__main__":
