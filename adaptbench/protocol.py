@@ -129,6 +129,14 @@ class ContinualMethod:
         raise NotImplementedError
 
 
+def fold_wrapped_layers(model: nn.Module, layer_type: type) -> nn.Module:
+    """Merge: every ``layer_type`` wrapper becomes the plain nn.Linear its ``merged_linear()`` returns."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, layer_type):
+            replace_module(model, name, module.merged_linear())
+    return model
+
+
 def decay_groups(named_params, weight_decay: float) -> list[dict]:
     """Parameter groups with weight decay on matrices only: no decay on biases and LayerNorm weights
     (the BERT/RoBERTa fine-tuning convention), so optimizers differ only in their update rule."""

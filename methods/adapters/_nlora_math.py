@@ -28,7 +28,7 @@ import math
 import torch
 from torch import nn
 
-from adaptbench.protocol import replace_module
+from adaptbench.protocol import fold_wrapped_layers
 
 SKETCHES = ("first_r", "gaussian")
 
@@ -108,6 +108,10 @@ class ThreeFactorLinear(nn.Module):
             self.base.weight += delta(self.lora_A, self.lora_N, self.lora_B, self.scaling).to(self.base.weight.dtype)
             self.merged = True
 
+    def merged_linear(self) -> nn.Linear:
+        self.merge()
+        return self.base
+
 
 @torch.no_grad()
 def init_kaiming_zero_(layer: ThreeFactorLinear) -> None:
@@ -134,8 +138,4 @@ def init_nystrom_(layer: ThreeFactorLinear, sketch: str, residual: bool) -> None
 
 def merge_layers(model: nn.Module) -> nn.Module:
     """W + s·B N A folded into one plain nn.Linear per adapted layer."""
-    for name, module in list(model.named_modules()):
-        if isinstance(module, ThreeFactorLinear):
-            module.merge()
-            replace_module(model, name, module.base)
-    return model
+    return fold_wrapped_layers(model, ThreeFactorLinear)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from adaptbench.protocol import Adapter, freeze_all, replace_module, target_linears
+from adaptbench.protocol import Adapter, fold_wrapped_layers, freeze_all, replace_module, target_linears
 from adaptbench.registry import Paper, register
 
 
@@ -151,7 +151,4 @@ class KaSA(Adapter):
 
     def merge(self, model: nn.Module) -> nn.Module:
         """Fold (α/r)·B diag(s) A into W_world and put the plain nn.Linear back."""
-        for name, module in list(model.named_modules()):
-            if isinstance(module, KaSALinear):
-                replace_module(model, name, module.merged_linear())
-        return model
+        return fold_wrapped_layers(model, KaSALinear)

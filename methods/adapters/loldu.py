@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from adaptbench.protocol import Adapter, freeze_all, replace_module, target_linears
+from adaptbench.protocol import Adapter, fold_wrapped_layers, freeze_all, replace_module, target_linears
 from adaptbench.registry import Paper, register
 
 
@@ -147,7 +147,4 @@ class LoLDU(Adapter):
 
     def merge(self, model: nn.Module) -> nn.Module:
         """Fold σ · P L_r diag(z) U_r into W_res and put the plain nn.Linear back."""
-        for name, module in list(model.named_modules()):
-            if isinstance(module, LoLDULinear):
-                replace_module(model, name, module.merged_linear())
-        return model
+        return fold_wrapped_layers(model, LoLDULinear)

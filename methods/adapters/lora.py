@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from adaptbench.protocol import Adapter, freeze_all, replace_module, target_linears
+from adaptbench.protocol import Adapter, fold_wrapped_layers, freeze_all, replace_module, target_linears
 from adaptbench.registry import Paper, register
 
 
@@ -88,6 +88,10 @@ class LoRALinear(nn.Module):
             self.base.weight += lora_delta(self.lora_A, self.lora_B, self.scaling)
             self.merged = True
 
+    def merged_linear(self) -> nn.Linear:
+        self.merge()
+        return self.base
+
     @torch.no_grad()
     def unmerge(self) -> None:
         if self.merged:
@@ -120,8 +124,4 @@ class LoRA(Adapter):
 
     def merge(self, model: nn.Module) -> nn.Module:
         """Fold (α/r)·B A into W0 and put the plain nn.Linear back (§4.2)."""
-        for name, module in list(model.named_modules()):
-            if isinstance(module, LoRALinear):
-                module.merge()
-                replace_module(model, name, module.base)
-        return model
+        return fold_wrapped_layers(model, LoRALinear)

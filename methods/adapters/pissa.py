@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from adaptbench.protocol import Adapter, freeze_all, replace_module, target_linears
+from adaptbench.protocol import Adapter, fold_wrapped_layers, freeze_all, replace_module, target_linears
 from adaptbench.registry import Paper, register
 from methods.adapters.lora import LoRALinear
 
@@ -104,11 +104,7 @@ def check_rank(method: str, r: int, name: str, linear: nn.Linear) -> None:
 
 def merge_svd_layers(model: nn.Module) -> nn.Module:
     """W^res + s·B A folded into one plain nn.Linear per adapted layer."""
-    for name, module in list(model.named_modules()):
-        if isinstance(module, LoRALinear):
-            module.merge()
-            replace_module(model, name, module.base)
-    return model
+    return fold_wrapped_layers(model, LoRALinear)
 
 
 @register(

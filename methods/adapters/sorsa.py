@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from adaptbench.protocol import Adapter, freeze_all, replace_module, target_linears
+from adaptbench.protocol import Adapter, fold_wrapped_layers, freeze_all, replace_module, target_linears
 from adaptbench.registry import Paper, register
 
 ALL_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",  # Llama (README)
@@ -142,7 +142,4 @@ class SORSA(Adapter):
 
     def merge(self, model: nn.Module) -> nn.Module:
         """Fold W_p into W_r and put the plain nn.Linear back."""
-        for name, module in list(model.named_modules()):
-            if isinstance(module, SORSALinear):
-                replace_module(model, name, module.merged_linear())
-        return model
+        return fold_wrapped_layers(model, SORSALinear)

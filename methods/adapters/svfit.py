@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from adaptbench.protocol import Adapter, freeze_all, replace_module, target_linears
+from adaptbench.protocol import Adapter, fold_wrapped_layers, freeze_all, replace_module, target_linears
 from adaptbench.registry import Paper, register
 
 
@@ -123,7 +123,4 @@ class SVFit(Adapter):
 
     def merge(self, model: nn.Module) -> nn.Module:
         """Fold U_r diag(σ) V_r^T into W_e and put the plain nn.Linear back."""
-        for name, module in list(model.named_modules()):
-            if isinstance(module, SVFitLinear):
-                replace_module(model, name, module.merged_linear())
-        return model
+        return fold_wrapped_layers(model, SVFitLinear)
