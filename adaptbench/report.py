@@ -71,6 +71,9 @@ def aggregate(scores: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+AVG = "avg"  # claims[].task for a number the paper gives only as its average over the grid's tasks
+
+
 def claim_verdict(ours: float | None, claim: dict, comparable: bool, reason: str) -> str:
     if ours is None:
         return "not run"
@@ -98,8 +101,9 @@ def build_tables(cells: pd.DataFrame, grid: dict, claims: list[dict], unavailabl
 
     def find_claim(label, method, model, task):
         want = model_map.get(model, model)
-        metric = table_metric(task, report_cfg)
-        hits = [c for c in relevant if c["model"] == want and c["task"] == task and c["metric"] == metric]
+        metric = None if task == AVG else table_metric(task, report_cfg)
+        hits = [c for c in relevant if c["model"] == want and c["task"] == task
+                and (task == AVG or c["metric"] == metric)]
         # a claim names a grid label (a variant such as lora_g) or a registry name; the label wins
         return next((c for c in hits if c["method"] == label), None) or next(
             (c for c in hits if c["method"] == method and c["method"] not in labels), None)
@@ -134,12 +138,25 @@ def build_tables(cells: pd.DataFrame, grid: dict, claims: list[dict], unavailabl
             row[task] = cell
         complete = len(means) == len([t for t in task_order if t not in unavailable])
         avg_d = 2 if all(table_metric(t, report_cfg) in UNSCALED for t in task_order) else 1
-        row["Avg"] = f"{sum(means) / len(means):.{avg_d}f}" if means and complete else "n/a"
+        avg = sum(means) / len(means) if means and complete else None
+        row["Avg"] = f"{avg:.{avg_d}f}" if avg is not None else "n/a"
+        claim = find_claim(label, method, model, AVG)
+        if claim:  # a paper that prints only its average (GradNormLoRP's abstract): every task must be in ours
+            avg = avg if set(grid["tasks"]) <= set(block["task"]) else None
+            row["Avg"] += f" [paper {claim['value']:.1f}]"
+            verdicts.append({"method": label, "model": model, "task": AVG, "metric": claim["metric"],
+                             "ours": None if avg is None else round(float(avg), 2), "paper": claim["value"],
+                             "paper_std": claim.get("std"),
+                             "delta": None if avg is None else round(float(avg) - claim["value"], 2),
+                             "seeds": int(block["n"].min()), "aggregate": claim["aggregate"],
+                             "verdict": claim_verdict(avg, claim, comparable, reason) if avg is not None
+                             else "not run: the paper's average needs a score on every task of the grid"})
         rows.append(row)
     # claims with no run at all still appear, so a reader sees what was not reproduced
     seen = {(v["method"], v["task"]) for v in verdicts}
     for c in relevant:
-        if (c["method"], c["task"]) not in seen and c["task"] in grid["tasks"] and c["method"] in labels | set(agg["method"]):
+        if (c["method"], c["task"]) not in seen and c["task"] in [*grid["tasks"], AVG] \
+                and c["method"] in labels | set(agg["method"]):
             why = unavailable.get(c["task"], "not run")
             verdicts.append({"method": c["method"], "model": c["model"], "task": c["task"], "metric": c["metric"],
                              "ours": None, "paper": c["value"], "paper_std": c.get("std"), "delta": None,

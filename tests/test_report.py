@@ -76,6 +76,23 @@ def test_claims_are_matched_and_judged(results, tmp_path):
     assert build_tables(cells, grid, claims, {})[1].iloc[0]["verdict"] == "not comparable: CPU subset"
 
 
+def test_a_claim_on_the_average_is_judged_against_our_average(results):
+    cells = collate([results])
+    claims = [{"paper": "p", "method": "lora", "model": "tiny-bert", "task": "avg", "metric": "GLUE avg",
+               "value": 99.0, "std": None, "aggregate": "single", "arxiv": "0000.00000", "table": "abstract"}]
+    grid = {**GRID, "tasks": ["syn_sentiment"], "report": {"claims": "p", "comparable": True}}
+    table, verdicts, _, _ = build_tables(cells, grid, claims, {})
+    ours = (cells[cells["label"] == "lora"]["last"] * 100).mean()
+    assert table.set_index("method").loc["lora", "Avg"] == f"{ours:.1f} [paper 99.0]"
+    row = verdicts.iloc[0]
+    assert (row["task"], row["ours"], row["seeds"]) == ("avg", pytest.approx(round(ours, 2)), 2)
+    assert row["verdict"].startswith("not reproduced") == (abs(ours - 99.0) > 1.0)
+    # a task without scores (here unavailable) leaves no average to compare, and the claim says so
+    grid["tasks"] = ["syn_sentiment", "sst2"]
+    verdicts = build_tables(cells, grid, claims, {"sst2": "data unavailable"})[1]
+    assert verdicts.iloc[0]["verdict"] == "not run: the paper's average needs a score on every task of the grid"
+
+
 def test_verdict_tolerance():
     claim = {"value": 63.4, "std": 1.2}
     assert claim_verdict(61.1, claim, True, "") == "reproduced"  # within 2·1.2
@@ -114,3 +131,21 @@ def test_lora_grid_prints_table_2_beside_ours(repo):
     assert row["#params"] == "294.9K" and row["Avg"] == "60.0"
     assert len(verdicts) == 8 and set(verdicts["verdict"].str.split(" ").str[0]) == {"not"}  # 60 is not 87.5
     assert verdicts.set_index("task").loc["rte", "paper"] == 86.6
+
+
+def test_gradnormlorp_grid_compares_its_average_only(repo):
+    """GradNormLoRP prints only a GLUE average (WNLI included): the Avg cell carries it, the tasks don't."""
+    import yaml
+
+    grid = yaml.safe_load((repo / "workflows" / "grids" / "gradnormlorp_roberta_base_glue.yaml").read_text())
+    rows = [{"label": label, "method": method, "family": "adapter", "model": "roberta-base", "task": t,
+             "seed": 1234, "synthetic": False, "metric": m, "last": 0.5, "best": best, "trainable_params": 1}
+            for label, method, best in (("full-gradnormlorp", "full", 0.81), ("lora-adamw", "lora", 0.77))
+            for t in grid["tasks"]
+            for m in {"mrpc": ["acc", "f1"], "stsb": ["pearson", "spearman"], "cola": ["mcc"]}.get(t, ["acc"])]
+    table, verdicts, _, _ = build_tables(pd.DataFrame(rows), grid, load_claims(), {})
+    table = table.set_index("method")
+    assert table.loc["full-gradnormlorp", "Avg"] == "81.0 [paper 80.7]"
+    assert table.loc["lora-adamw", "Avg"] == "77.0 [paper 79.2]" and "paper" not in table.loc["lora-adamw", "wnli"]
+    assert verdicts.set_index("method")["verdict"].to_dict() == {"full-gradnormlorp": "reproduced",
+                                                                 "lora-adamw": "not reproduced (|Δ| > 1.0)"}
