@@ -228,7 +228,7 @@ def write_report(cells_csv, grid_path, out_dir, claims_dir=None, unavailable=Non
 
     written = []
     for name, text in (("table.csv", table.to_csv(index=False)),
-                       ("table.md", table.to_markdown(index=False) + "\n"),
+                       ("table.md", table.to_markdown(index=False, disable_numparse=True) + "\n"),
                        ("table.tex", to_latex(table, title)),
                        ("claims.csv", verdicts.to_csv(index=False)),
                        ("cells.csv", cells.to_csv(index=False))):
@@ -245,7 +245,7 @@ def write_report(cells_csv, grid_path, out_dir, claims_dir=None, unavailable=Non
                   "to exercise the pipeline offline. They are not GLUE and are never compared with paper numbers.", ""]
     lines += [f"Seeds: {', '.join(map(str, seeds))}. Cells: mean ± std over seeds of the {selection} epoch, × 100. "
               "#params: trainable parameters excluding the task head (as the papers count them).", "",
-              table.to_markdown(index=False), ""]
+              table.to_markdown(index=False, disable_numparse=True), ""]
     if report_cfg.get("notes"):
         lines += [f"- {note}" for note in report_cfg["notes"]] + [""]
     if unavailable:
