@@ -1,10 +1,10 @@
-# adaptbench: method × model × task × seed → fine-tune → evaluate → collate → report.
+# adaptbench: a grid (method × model × task × seed) → one job per cell → result records → report.
 #   snakemake -n                                          # the DAG of the default (demo) grid
 #   snakemake --cores 2                                   # run it
 #   snakemake --cores 2 --configfile workflows/grids/glue_minilm.yaml --config data_dir=../shared/data/glue
 #   snakemake --profile slurm --configfile workflows/grids/lora_roberta_base_glue.yaml
-#   snakemake --cores 2 --configfile workflows/grids/tta_digits.yaml     # test-time adaptation
-#   snakemake --cores 2 --configfile workflows/grids/pretrain_cpu.yaml   # small Llama from scratch
+#   snakemake --cores 2 --configfile workflows/grids/tta_demo.yaml       # test-time adaptation
+# The grid's `kind` picks its track (adaptbench/tracks/<kind>/, workflows/rules/<kind>.smk).
 # Parse time imports no torch: each SLURM job re-parses this file.
 import sys
 
@@ -17,29 +17,16 @@ if not workflow.overwrite_configfiles:  # a --configfile grid replaces the demo 
 
 sys.path.insert(0, workflow.basedir)  # the adaptbench package of this checkout, installed or not
 from adaptbench.grid import typed_config
+from adaptbench.tracks import get_track
 
 config.update(typed_config(config))  # --config seeds=[0,1] arrives as strings
-KIND = config.get("kind", "finetune")  # finetune | tta | pretrain: each has its schema and rules
-if KIND not in ("finetune", "tta", "pretrain"):
-    raise ValueError(f"grid: kind must be finetune, tta or pretrain, got {KIND!r}")
-validate(config, {"finetune": "workflows/schemas/grid.schema.yaml"}.get(KIND, f"workflows/schemas/{KIND}.schema.yaml"))
+TRACK = get_track(config.get("kind", "finetune"))
+validate(config, str(TRACK.schema))
 
 
 include: "workflows/rules/common.smk"
-if KIND == "finetune":
-
-    include: "workflows/rules/finetune.smk"
-    include: "workflows/rules/evaluate.smk"
-    include: "workflows/rules/report.smk"
-
-elif KIND == "tta":
-
-    include: "workflows/rules/tta.smk"
-
-elif KIND == "pretrain":
-
-    include: "workflows/rules/pretrain.smk"
-    include: "workflows/rules/report.smk"
+include: str(TRACK.rules)
+include: "workflows/rules/report.smk"
 
 
 rule all:

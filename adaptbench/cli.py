@@ -1,16 +1,12 @@
-"""``python -m adaptbench <stage>``: one command per job, every input explicit.
+"""``python -m adaptbench <command>``: one command per job, every input explicit.
 
-  init      a data-driven adapter's initialisation (EVA, CorDA) → init.pt, cached per cell
-  train     fine-tune one cell → <out>/checkpoint.pt, <out>/train.json
-  evaluate  score a trained cell → result.json
-  collate   result.json files → tidy CSV of every cell
-  tta-source / adapt / tta-collate / tta-report   the test-time adaptation track (workflows/rules/tta.smk)
-  pretrain  train a small Llama from scratch on a corpus → result.json with validation perplexity
-  report    tidy CSV + claims → paper-style tables (md/csv/tex) and plots
-  list      methods, tasks, models
+Commands come from two tables: each track's (``adaptbench/tracks/<kind>/``: its jobs, e.g. ``train``,
+``evaluate``, ``adapt``, ``pretrain``) and the shared ones below (``collate``, ``report``, ``list``,
+``show``, ``manifest``). Parsing imports no torch; a command imports what it needs when it runs.
 
 A user error (unknown name, bad value, missing or malformed file) prints one line and exits 2;
-Snakemake's --keep-going then lets every other cell finish.
+Snakemake's --keep-going then lets every other cell finish. A job stopped by SIGTERM saves a
+resumable checkpoint and exits 143; rerunning it resumes.
 """
 
 from __future__ import annotations
@@ -20,8 +16,10 @@ import json
 import os
 import sys
 
+from adaptbench.tracks import Command, all_tracks
 
-def _json_arg(text: str, flag: str) -> dict:
+
+def json_arg(text: str, flag: str) -> dict:
     try:
         value = json.loads(text) if text else {}
     except json.JSONDecodeError as e:
@@ -31,7 +29,7 @@ def _json_arg(text: str, flag: str) -> dict:
     return value
 
 
-def _json_list(text: str, flag: str) -> list:
+def json_list(text: str, flag: str) -> list:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
@@ -41,161 +39,121 @@ def _json_list(text: str, flag: str) -> list:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="adaptbench", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="stage", required=True)
+# ---- shared commands -------------------------------------------------------------------------------
 
-    t = sub.add_parser("train", help="fine-tune one method × model × task × seed")
-    t.add_argument("--method", required=True)
-    t.add_argument("--label", default=None, help="the grid's name for this method entry (default: --method)")
-    t.add_argument("--model", required=True)
-    t.add_argument("--task", required=True)
-    t.add_argument("--seed", type=int, required=True)
-    t.add_argument("--method-params", default="{}", help="JSON object of method hyperparameters")
-    t.add_argument("--train-params", default="{}", help="JSON object of training settings")
-    t.add_argument("--data-dir", default=None, help="local GLUE-format folder (default: hub or synthetic)")
-    t.add_argument("--out", required=True, help="cell folder for checkpoint.pt and train.json")
-    t.add_argument("--device", default=None)
-    t.add_argument("--threads", type=int, default=None)
-    t.add_argument("--no-progress", action="store_true")
-    t.add_argument("--init", default=None, help="init.pt written by `adaptbench init` (data-driven adapters)")
+def _collate_args(p):
+    p.add_argument("results", nargs="*", help="result.json files or folders to search")
+    p.add_argument("--index", default=None, help="a grid's index.json (results/grids/<grid>/index.json)")
+    p.add_argument("--out", required=True)
 
-    i = sub.add_parser("init", help="compute a data-driven adapter initialisation for one cell")
-    for flag in ("--method", "--model", "--task", "--out"):
-        i.add_argument(flag, required=True)
-    i.add_argument("--seed", type=int, required=True)
-    i.add_argument("--method-params", default="{}")
-    i.add_argument("--train-params", default="{}")
-    i.add_argument("--data-dir", default=None)
-    i.add_argument("--threads", type=int, default=None)
 
-    e = sub.add_parser("evaluate", help="score a trained cell and write result.json")
-    e.add_argument("--train-dir", required=True)
-    e.add_argument("--out", required=True)
-    e.add_argument("--device", default=None)
-    e.add_argument("--threads", type=int, default=None)
+def _collate(args):
+    from adaptbench.collate import collate
 
-    c = sub.add_parser("collate", help="result.json files → one tidy CSV")
-    c.add_argument("results", nargs="+", help="result.json files or folders to search")
-    c.add_argument("--out", required=True)
+    if not args.results and not args.index:
+        raise ValueError("collate: give result files/folders or --index")
+    frame = collate(args.results, args.out, index=args.index)
+    print(f"{len(frame)} rows → {args.out}")
 
-    r = sub.add_parser("report", help="tidy CSV + claims → tables and plots")
-    r.add_argument("--cells", required=True, help="CSV written by collate")
-    g = r.add_mutually_exclusive_group(required=True)
+
+def _report_args(p):
+    p.add_argument("--cells", required=True, help="tidy CSV written by collate")
+    g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--grid", help="grid YAML (report settings, paper mapping)")
     g.add_argument("--grid-json", help="the resolved grid config as JSON (what Snakemake passes)")
-    r.add_argument("--claims-dir", default=None)
-    r.add_argument("--unavailable", default="{}", help='JSON {"task": "reason"} of skipped tasks')
-    r.add_argument("--out-dir", required=True)
+    p.add_argument("--claims-dir", default=None)
+    p.add_argument("--unavailable", default="{}", help='JSON {"task": "reason"} of what could not run')
+    p.add_argument("--out-dir", required=True)
 
-    s = sub.add_parser("tta-source", help="train a TTA source model (image classifier or fine-tuned encoder)")
-    s.add_argument("--source", required=True, help="JSON source entry of a TTA grid")
-    s.add_argument("--out", required=True)
-    s.add_argument("--threads", type=int, default=None)
 
-    a = sub.add_parser("adapt", help="one TTA cell: a method adapts online over a scenario's stream")
-    a.add_argument("--method", required=True)
-    a.add_argument("--label", default=None)
-    a.add_argument("--method-params", default="{}")
-    a.add_argument("--source", required=True, help="JSON source entry")
-    a.add_argument("--source-dir", required=True, help="folder written by tta-source")
-    a.add_argument("--scenario", required=True, help="JSON scenario entry")
-    a.add_argument("--shifts", required=True, help="JSON list of shift names")
-    a.add_argument("--severities", default="[5]", help="JSON list of severities")
-    a.add_argument("--seed", type=int, required=True)
-    a.add_argument("--out", required=True)
-    a.add_argument("--threads", type=int, default=None)
+def _report(args):
+    from pathlib import Path
 
-    tc = sub.add_parser("tta-collate", help="TTA result.json files → one tidy CSV")
-    tc.add_argument("results", nargs="*", help="result.json files or folders (none: every source unavailable)")
-    tc.add_argument("--out", required=True)
+    import yaml
 
-    tr = sub.add_parser("tta-report", help="TTA tidy CSV → tables, plots, claims")
-    tr.add_argument("--cells", required=True)
-    tr.add_argument("--grid-json", required=True)
-    tr.add_argument("--claims-dir", default=None)
-    tr.add_argument("--unavailable", default="{}", help='JSON {"source": "reason"} of sources not run')
-    tr.add_argument("--out-dir", required=True)
+    from adaptbench.tracks import get_track
 
-    from adaptbench.pretrain import add_pretrain_parser
+    if args.grid:
+        try:
+            grid = yaml.safe_load(Path(args.grid).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as e:
+            raise ValueError(f"{args.grid}: cannot read the grid ({type(e).__name__})") from None
+    else:
+        grid = json_arg(args.grid_json, "--grid-json")
+    track = get_track(grid.get("kind", "finetune"))
+    for path in track.report(args.cells, grid, args.out_dir, args.claims_dir,
+                             json_arg(args.unavailable, "--unavailable")):
+        print(path)
 
-    add_pretrain_parser(sub)
-    sub.add_parser("list", help="registered methods, tasks and model aliases")
+
+def _list(args):
+    from adaptbench import manifest, models, tasks
+    from adaptbench.registry import FAMILIES
+    from adaptbench.tasks.corpora import list_corpora
+    from adaptbench.tracks import kinds
+    from adaptbench.tracks.pretrain.settings import MODEL_SIZES
+
+    for family in FAMILIES:
+        names = manifest.names(family)
+        print(f"{family}: {', '.join(names) if names else '(none yet)'}")
+    print(f"tracks: {', '.join(kinds())}")
+    print(f"tasks: {', '.join(tasks.list_tasks())}")
+    print(f"model aliases: {', '.join(models.MODEL_ALIASES)}")
+    print(f"corpora: {', '.join(list_corpora())}; pretraining sizes: {', '.join(MODEL_SIZES)}")
+
+
+def _show(args):
+    from adaptbench.registry import get_method
+
+    spec = get_method(args.method)
+    from dataclasses import fields
+
+    print(f"{spec.name} ({spec.family}): {spec.paper.title} ({spec.paper.venue} {spec.paper.year}), "
+          f"arXiv:{spec.paper.arxiv}" + (f", code {spec.paper.code}" if spec.paper.code else ""))
+    print(f"mergeable: {spec.mergeable}")
+    cfg = spec.make_config({})
+    for f in fields(cfg):
+        print(f"  {f.name} = {getattr(cfg, f.name)!r}")
+
+
+def _manifest(args):
+    from adaptbench import manifest
+
+    if args.write:
+        print(manifest.write())
+    else:
+        stale = manifest.generate() != manifest.load()
+        print("methods/manifest.json is " + ("STALE: run `adaptbench manifest --write`" if stale else "current"))
+        return 1 if stale else 0
+
+
+SHARED = (
+    Command("collate", "result records → one tidy CSV (one row per cell × metric)", _collate_args, _collate),
+    Command("report", "tidy CSV + claims → the track's tables and plots", _report_args, _report),
+    Command("list", "registered methods, tracks, tasks, models", lambda p: None, _list),
+    Command("show", "one method: its paper and default hyperparameters",
+            lambda p: p.add_argument("method"), _show),
+    Command("manifest", "check (or --write) methods/manifest.json, the torch-free registry summary",
+            lambda p: p.add_argument("--write", action="store_true"), _manifest),
+)
+
+
+def commands() -> dict[str, Command]:
+    table = {}
+    for command in [c for t in all_tracks() for c in t.commands] + list(SHARED):
+        if command.name in table:
+            raise ValueError(f"command '{command.name}' is defined twice")
+        table[command.name] = command
+    return table
+
+
+def build_parser(table: dict[str, Command] | None = None) -> argparse.ArgumentParser:
+    table = table or commands()
+    p = argparse.ArgumentParser(prog="adaptbench", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="stage", required=True)
+    for name, command in table.items():
+        command.add_arguments(sub.add_parser(name, help=command.help))
     return p
-
-
-def run(args) -> None:
-    if args.stage == "train":
-        from adaptbench.train import train
-
-        train(method=args.method, model=args.model, task=args.task, seed=args.seed,
-              method_params=_json_arg(args.method_params, "--method-params"),
-              train_params=_json_arg(args.train_params, "--train-params"), data_dir=args.data_dir,
-              out_dir=args.out, label=args.label, device=args.device, threads=args.threads, progress=not args.no_progress,
-              init_path=args.init)
-    elif args.stage == "init":
-        from adaptbench.train import compute_init
-
-        info = compute_init(method=args.method, model=args.model, task=args.task, seed=args.seed, out_path=args.out,
-                            method_params=_json_arg(args.method_params, "--method-params"),
-                            train_params=_json_arg(args.train_params, "--train-params"), data_dir=args.data_dir,
-                            threads=args.threads)
-        print(json.dumps(info))
-    elif args.stage == "evaluate":
-        from adaptbench.evaluate import evaluate_checkpoint
-
-        res = evaluate_checkpoint(args.train_dir, args.out, device=args.device, threads=args.threads)
-        print(json.dumps(res["metrics"]))
-    elif args.stage == "collate":
-        from adaptbench.collate import collate
-
-        frame = collate(args.results, args.out)
-        print(f"{len(frame)} cells → {args.out}")
-    elif args.stage == "report":
-        from adaptbench.report import write_report
-
-        for path in write_report(args.cells, args.grid or _json_arg(args.grid_json, "--grid-json"), args.out_dir,
-                                 args.claims_dir, _json_arg(args.unavailable, "--unavailable")):
-            print(path)
-    elif args.stage == "tta-source":
-        from adaptbench.tta.streams import train_source_job
-
-        print(json.dumps(train_source_job(_json_arg(args.source, "--source"), args.out, args.threads), default=str))
-    elif args.stage == "adapt":
-        from adaptbench.tta.runner import adapt
-
-        res = adapt(method=args.method, method_params=_json_arg(args.method_params, "--method-params"),
-                    source_dir=args.source_dir, source=_json_arg(args.source, "--source"),
-                    scenario=_json_arg(args.scenario, "--scenario"), shifts=_json_list(args.shifts, "--shifts"),
-                    severities=_json_list(args.severities, "--severities"), seed=args.seed, out_path=args.out,
-                    label=args.label, threads=args.threads)
-        print(json.dumps({"error_mean": res["metrics"]["last"]["error_mean"]}))
-    elif args.stage == "tta-collate":
-        from adaptbench.tta.report import collate_tta
-
-        print(f"{len(collate_tta(args.results, args.out))} rows → {args.out}")
-    elif args.stage == "tta-report":
-        from adaptbench.tta.report import write_tta_report
-
-        for path in write_tta_report(args.cells, _json_arg(args.grid_json, "--grid-json"), args.out_dir, args.claims_dir,
-                                     _json_arg(args.unavailable, "--unavailable")):
-            print(path)
-    elif args.stage == "pretrain":
-        from adaptbench.pretrain import run_pretrain
-
-        run_pretrain(args)
-    elif args.stage == "list":
-        from adaptbench import models, registry, tasks
-
-        for family in registry.FAMILIES:
-            names = registry.available(family)
-            print(f"{family}: {', '.join(names) if names else '(none yet)'}")
-        print(f"tasks: {', '.join(tasks.list_tasks())}")
-        print(f"model aliases: {', '.join(models.MODEL_ALIASES)}")
-        from adaptbench.pretrain import MODEL_SIZES
-        from adaptbench.tasks.corpora import list_corpora
-
-        print(f"corpora: {', '.join(list_corpora())}; pretraining sizes: {', '.join(MODEL_SIZES)}")
 
 
 USER_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, FloatingPointError)
@@ -205,14 +163,25 @@ def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # keep job logs to our own lines
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    args = build_parser().parse_args(argv)
+    table = commands()
+    args = build_parser(table).parse_args(argv)
     try:
-        run(args)
+        code = table[args.stage].run(args)
     except USER_ERRORS as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"adaptbench {args.stage}: error: {msg}", file=sys.stderr)
         return 2
-    return 0
+    except BrokenPipeError:  # `adaptbench list | head`
+        sys.stderr.close()
+        return 0
+    except Exception as e:
+        from adaptbench.loop import PREEMPTED_EXIT_CODE, Preempted
+
+        if isinstance(e, Preempted):
+            print(f"adaptbench {args.stage}: {e}", file=sys.stderr)
+            return PREEMPTED_EXIT_CODE
+        raise
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -1,54 +1,105 @@
-"""result.json files → one tidy table (one row per cell × metric), the input of every report."""
+"""Result records of every track → one tidy table: one row per cell × metric. Every report and the
+leaderboard read it.
+
+Columns: the cell's readable names (``label`` from the grid's index when there is one, else the
+record's), ``track``, ``status`` and ``reason``, the metric (``metric``, ``value`` = the final model's
+score, ``best`` = the best epoch's where the track has epochs, ``higher_is_better``, ``stderr``,
+``split``), cost columns (parameters, optimizer-state bytes, time, memory), the two hashes, and the
+track's own facets (``run_info.facets``: a TTA cell's scenario and batch size, ...). A failed cell is
+one row with its reason and no metric; an unreadable record is named on stderr and skipped, never the
+end of the report.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pandas as pd
 
-from adaptbench.results import atomic_write_text, read_json
+from adaptbench.results import atomic_write_text, read_json, read_record
 
-COLUMNS = ["label", "method", "family", "model", "task", "seed", "synthetic", "metric", "last", "best",
-           "best_epoch", "epochs", "trainable_params", "trainable_params_with_head", "total_params",
-           "wall_seconds", "seconds_per_step", "peak_memory_bytes", "optimizer_state_bytes", "optimizer", "config_hash",
-           "git_commit", "path"]
+COLUMNS = ["label", "track", "method", "family", "model", "task", "seed", "synthetic", "status", "reason",
+           "metric", "value", "best", "higher_is_better", "stderr", "split", "best_epoch", "epochs",
+           "trainable_params", "trainable_params_with_head", "total_params", "wall_seconds", "seconds_per_step",
+           "peak_memory_bytes", "optimizer_state_bytes", "optimizer", "config_hash", "protocol_hash", "git_commit",
+           "path"]
+RESULT, FAILURE = "result.json", "failure.json"
 
 
 def find_results(paths) -> list[Path]:
     found = []
     for p in map(Path, paths):
-        found.extend(sorted(p.rglob("result.json")) if p.is_dir() else [p])
+        found.extend(sorted(p.rglob(RESULT)) if p.is_dir() else [p])
     return found
 
 
-def cell_rows(result: dict, path: Path) -> list[dict]:
-    info, train = result["run_info"], result["train_info"]
-    params = train["params"]
+def cell_rows(record: dict, path: Path, label: str | None = None) -> list[dict]:
+    """The tidy rows of one record (schema 2, or schema 1 read through ``read_record``)."""
+    info, train = record.get("run_info", {}), record.get("train_info", {}) or {}
+    params = train.get("params") or {}
     base = {
-        "label": info.get("label", info["method"]), "method": info["method"], "family": info["family"],
-        "model": info["model"], "task": info["task"], "seed": info["seed"], "synthetic": info["synthetic"],
-        "best_epoch": train["best_epoch"], "epochs": train["epochs"],
-        "trainable_params": params["trainable_no_head"], "trainable_params_with_head": params["trainable"],
-        "total_params": params["total"], "wall_seconds": train["wall_seconds"],
-        "seconds_per_step": train["seconds_per_step"], "peak_memory_bytes": train["peak_memory_bytes"],
-        "optimizer_state_bytes": train.get("optimizer_state_bytes"), "optimizer": info["train"].get("optimizer", "adamw"),
-        "config_hash": info["config_hash"], "git_commit": info["git"]["commit"], "path": str(path),
+        "label": label or info.get("label", info.get("method")), "track": record.get("track"),
+        "method": info.get("method"), "family": info.get("family"), "model": info.get("model"),
+        "task": info.get("task"), "seed": info.get("seed"), "synthetic": info.get("synthetic", False),
+        "status": record.get("status", "ok"), "reason": record.get("reason"),
+        "best_epoch": train.get("best_epoch"), "epochs": train.get("epochs"),
+        "trainable_params": params.get("trainable_no_head"), "trainable_params_with_head": params.get("trainable"),
+        "total_params": params.get("total"), "wall_seconds": train.get("wall_seconds"),
+        "seconds_per_step": train.get("seconds_per_step"), "peak_memory_bytes": train.get("peak_memory_bytes"),
+        "optimizer_state_bytes": train.get("optimizer_state_bytes"),
+        "optimizer": (info.get("train") or {}).get("optimizer", "adamw") if isinstance(info.get("train"), dict) else None,
+        "config_hash": record.get("config_hash"), "protocol_hash": record.get("protocol_hash"),
+        "git_commit": (info.get("git") or {}).get("commit"), "path": str(path),
+        **(info.get("facets") or {}),
     }
-    return [{**base, "metric": m, "last": v, "best": result["metrics"]["best"].get(m)}
-            for m, v in result["metrics"]["last"].items()]
+    if base["status"] != "ok" or not record.get("metrics"):
+        return [{**base, "metric": None}]
+    return [{**base, "metric": name, "value": m.get("value"), "best": m.get("best", m.get("value")),
+             "higher_is_better": m.get("higher_is_better"), "stderr": m.get("stderr"), "split": m.get("split")}
+            for name, m in record["metrics"].items()]
 
 
-def collate(paths, out: str | Path | None = None) -> pd.DataFrame:
-    rows = []
+def _read(path: Path, label: str | None, rows: list, problems: list) -> None:
+    try:
+        rows.extend(cell_rows(read_record(path), path, label))
+    except (ValueError, FileNotFoundError, KeyError, AttributeError, TypeError) as e:
+        problems.append(f"{path}: skipped, {e.args[0] if isinstance(e, KeyError) else e}")
+
+
+def collate(paths=(), out: str | Path | None = None, index: str | Path | None = None) -> pd.DataFrame:
+    """Rows from a grid's index (``results/grids/<grid>/index.json``: its cells by key, with the grid's
+    labels; a cell without a record is listed as missing) and/or from record files and folders."""
+    rows, problems = [], []
+    if index is not None:
+        index = Path(index)
+        entries = read_json(index)
+        cells_dir = index.parent.parent.parent / "cells"
+        for entry in entries["cells"]:
+            folder = cells_dir / entry["key"]
+            if (folder / RESULT).is_file():
+                _read(folder / RESULT, entry["label"], rows, problems)
+            elif (folder / FAILURE).is_file():
+                _read(folder / FAILURE, entry["label"], rows, problems)
+                rows[-1:] = [{**r, **{k: entry[k] for k in ("label", "method", "model", "task", "seed")}}
+                             for r in rows[-1:]]
+            else:
+                rows.append({**{k: entry.get(k) for k in ("label", "track", "method", "model", "task", "seed")},
+                             "status": "missing", "reason": "not run yet (or its job is still running)",
+                             "metric": None, "config_hash": entry["key"], "path": str(folder)})
     for path in find_results(paths):
-        result = read_json(path)
-        if result.get("status") != "ok":
-            continue
-        try:
-            rows.extend(cell_rows(result, path))
-        except KeyError as e:
-            raise ValueError(f"{path}: missing field {e.args[0]!r}; not an adaptbench result.json") from None
-    frame = pd.DataFrame(rows, columns=COLUMNS).sort_values(["label", "model", "task", "seed", "metric"])
+        _read(path, None, rows, problems)
+    for line in problems:
+        print(f"adaptbench collate: {line}", file=sys.stderr)
+    extra = sorted({k for r in rows for k in r} - set(COLUMNS))
+    frame = pd.DataFrame(rows, columns=COLUMNS + extra)
+    if not frame.empty:
+        frame = frame.sort_values(["label", "model", "task", "seed", "metric"], na_position="last", kind="stable")
     if out is not None:
         atomic_write_text(out, frame.to_csv(index=False))
     return frame
+
+
+def completed(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of cells that finished with a score (what tables average)."""
+    return frame[(frame["status"] == "ok") & frame["metric"].notna()]

@@ -6,6 +6,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+# Settings that change how a run is executed, not what it computes: left out of the cell's hash, so
+# changing them reruns nothing.
+RUN_CONTROL = ("checkpoint_every",)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 3
@@ -22,15 +28,23 @@ class TrainConfig:
     selection: str = "best"  # which epoch a table reports: "best" (the papers' dev protocol) or "last"
     optimizer: str = "adamw"  # "adamw", or a registered optimizer method (methods/optimizers/)
     optimizer_params: dict = field(default_factory=dict)  # that method's hyperparameters
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast dtype (fp16 adds a GradScaler); weights stay fp32
+    grad_accum_steps: int = 1  # micro-batches per optimizer step: effective batch = batch_size × this
+    gradient_checkpointing: bool = False  # recompute activations in backward (HF models): memory for time
+    checkpoint_every: int = 0  # save a resumable checkpoint every N optimizer steps (0: only on SIGTERM)
 
     def __post_init__(self):
-        positive = ("epochs", "batch_size", "eval_batch_size", "max_length")
+        positive = ("epochs", "batch_size", "eval_batch_size", "max_length", "grad_accum_steps")
         for name in positive:
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"train.{name} must be a positive integer, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"train.lr must be > 0, got {self.lr!r}")
+        for name in ("weight_decay", "max_grad_norm", "warmup_ratio"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"train.{name} must be a number, got {value!r}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         if self.weight_decay < 0 or self.max_grad_norm <= 0:
@@ -41,6 +55,12 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be a positive integer or null, got {value!r}")
         if not isinstance(self.optimizer, str) or not isinstance(self.optimizer_params, dict):
             raise ValueError("train.optimizer must be a name and train.optimizer_params a mapping")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not isinstance(self.gradient_checkpointing, bool):
+            raise ValueError(f"train.gradient_checkpointing must be true or false, got {self.gradient_checkpointing!r}")
+        if not (isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0):
+            raise ValueError(f"train.checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
         if self.selection not in ("best", "last"):
             raise ValueError(f"train.selection must be 'best' or 'last', got {self.selection!r}")
 
@@ -60,3 +80,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def semantic(self) -> dict:
+        """The settings that decide what a cell computes (everything but ``RUN_CONTROL``)."""
+        return {k: v for k, v in asdict(self).items() if k not in RUN_CONTROL}
+
+    # What decides whether two cells are comparable, whatever the method: the data budget and the
+    # evaluation protocol. Learning rate, weight decay, warmup and the optimizer are the method's.
+    PROTOCOL_KEYS = ("epochs", "batch_size", "grad_accum_steps", "max_length", "max_train_samples",
+                     "max_eval_samples", "subset_seed", "selection", "precision")
+
+    def protocol(self) -> dict:
+        return {k: getattr(self, k) for k in self.PROTOCOL_KEYS}

@@ -1,6 +1,8 @@
-"""A grid config → the cells Snakemake runs. Parse-time safe: imports neither torch nor transformers.
+"""A grid config → the cells Snakemake runs: the layer every track's expansion shares. Parse-time
+safe: imports neither torch nor transformers. Each track (adaptbench/tracks/<kind>/) expands its own
+axes; ``plan(config)`` picks the track by the grid's ``kind``.
 
-Settings resolve in one direction, later wins:
+Fine-tuning settings resolve in one direction, later wins:
   grid ``train`` → grid ``task_train[task]`` → method entry ``train`` → method entry ``task_train[task]``
 Method hyperparameters: the paper's defaults (the method's config dataclass, applied by the job) →
 the method entry's ``params`` → its ``task_params[task]`` (a paper's per-task values, e.g. KaSA's β, γ).
@@ -14,28 +16,20 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from adaptbench import tasks
-from adaptbench.models import MODEL_ALIASES
-
-METHODS_DIR = Path(__file__).resolve().parent.parent / "methods"
-
+from adaptbench import manifest
+from adaptbench.results import config_hash, folder_name
 
 def method_files() -> dict[str, str]:
-    """Registry name → family folder, from file stems (name == file stem is enforced by a test)."""
-    return {p.stem: p.parent.name for p in sorted(METHODS_DIR.glob("*/*.py")) if not p.stem.startswith("_")}
-
-
-_DATA_DRIVEN = re.compile(r"^\s+DATA_DRIVEN\s*(:\s*bool\s*)?=\s*True\b", re.M)
+    """Registry name → family, torch-free (methods/manifest.json; registry names equal file stems)."""
+    return {name: entry["family"] for name, entry in manifest.load().items()}
 
 
 def data_driven_methods() -> set[str]:
-    """Adapters whose class sets ``DATA_DRIVEN = True`` (EVA, CorDA): their cells get an init step.
-    Read from the source text because parse time imports no torch; a test checks it equals the registry."""
-    return {p.stem for p in METHODS_DIR.glob("adapters/*.py")
-            if not p.stem.startswith("_") and _DATA_DRIVEN.search(p.read_text(encoding="utf-8"))}
+    """Adapters whose class sets ``DATA_DRIVEN`` (EVA, CorDA): their cells get an init step."""
+    return {name for name, entry in manifest.load().items() if entry["data_driven"]}
 
 
 def _unknown(kind: str, name: str, valid) -> ValueError:
@@ -44,20 +38,77 @@ def _unknown(kind: str, name: str, valid) -> ValueError:
     return ValueError(f"grid: unknown {kind} '{name}'.{hint} Available: {', '.join(sorted(valid))}")
 
 
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def check_name(kind: str, name) -> str:
+    """A name that becomes part of a path or a table key: no separators, no '.'/'..', no leading dot."""
+    if not isinstance(name, str) or not _SAFE_NAME.match(name) or name in (".", ".."):
+        raise ValueError(f"grid: {kind} name {name!r} must start with a letter or digit and contain only "
+                         "letters, digits and _ . + - (it names files)")
+    return name
+
+
 @dataclass(frozen=True)
 class Cell:
+    """One job of a grid. ``config`` is the full specification of what it computes; its hash (``key``)
+    names the cell's folder, so two grids that contain the same cell share it. The readable names
+    (``label``, ``model``, ``task``, ``seed``) go into the grid's index, not into the path."""
+
+    track: str
     label: str
     method: str
-    model: str  # wildcard-safe name
+    model: str  # readable name
     model_source: str  # what the job loads: alias, hub id or folder
     task: str
     seed: int
     method_params: dict
     train_params: dict
+    config: dict = field(default_factory=dict, compare=False)
 
     @property
-    def wildcards(self) -> dict:
-        return {"method": self.label, "model": self.model, "task": self.task, "seed": self.seed}
+    def key(self) -> str:
+        return config_hash(self.config)
+
+    def index_entry(self) -> dict:
+        return {"key": self.key, "track": self.track, "label": self.label, "method": self.method,
+                "model": self.model, "task": self.task, "seed": self.seed}
+
+
+@dataclass
+class Plan:
+    """A grid's cells, and what cannot run with the reason (reported, never substituted)."""
+
+    cells: list
+    unavailable: dict = field(default_factory=dict)
+
+    def check_distinct(self) -> None:
+        """Two entries of a grid that compute the same cell would share one folder: an error naming both."""
+        seen = {}
+        for c in self.cells:
+            name = (c.label, c.model, c.task, c.seed)
+            if name in seen.values():
+                raise ValueError(f"grid: two cells are both named {name}; give the entries distinct names")
+            if c.key in seen:
+                raise ValueError(f"grid: entries {seen[c.key]} and {name} compute the same cell; drop one")
+            seen[c.key] = name
+
+
+def plan(config: dict) -> Plan:
+    """The grid's cells, by its track's expansion (``kind``; default finetune)."""
+    from adaptbench import tracks
+
+    check_name("grid", config.get("grid"))
+    result = tracks.get_track(config.get("kind", "finetune")).plan(config)
+    result.check_distinct()
+    return result
+
+
+def model_key(source: str) -> str:
+    """How a cell's configuration names its model: alias or hub id as given, a local folder by its name."""
+    if source.startswith(("/", ".", "~")) or Path(source).expanduser().is_dir():
+        return folder_name(source)
+    return source
 
 
 def model_entries(config: dict) -> dict[str, str]:
@@ -68,8 +119,9 @@ def model_entries(config: dict) -> dict[str, str]:
             name, source = entry["name"], entry["source"]
         else:
             name, source = entry.replace("/", "--"), entry
-        if "/" in name or not name:
-            raise ValueError(f"grid: model name {name!r} must be non-empty and contain no '/'")
+        check_name("model", name)
+        if name in out:
+            raise ValueError(f"grid: model name '{name}' appears twice")
         out[name] = source
     return out
 
@@ -81,6 +133,7 @@ def named_entries(items, ref: str, known, kind: str) -> dict[str, dict]:
     for entry in items:
         entry = {"name": entry, ref: entry} if isinstance(entry, str) else dict(entry)
         entry.setdefault(ref, entry["name"])
+        check_name(f"{kind} entry", entry["name"])
         if entry[ref] not in known:
             raise _unknown(kind, entry[ref], known)
         if entry["name"] in out:
@@ -90,7 +143,7 @@ def named_entries(items, ref: str, known, kind: str) -> dict[str, dict]:
 
 
 def optimizer_names() -> set[str]:
-    return {n for n, fam in method_files().items() if fam == "optimizers"} | {"adamw"}
+    return {n for n, fam in method_files().items() if fam == "optimizer"} | {"adamw"}
 
 
 def method_entries(config: dict) -> dict[str, dict]:
@@ -106,53 +159,14 @@ def optimizer_entries(config: dict) -> dict[str, dict]:
     return named_entries(config["optimizers"], "optimizer", optimizer_names(), "optimizer")
 
 
-def check_tasks(config: dict) -> None:
-    known = tasks.list_tasks()
-    for task in config["tasks"]:
-        if task not in known:
-            raise _unknown("task", task, known)
-
-
 def _excluded(cell: dict, rules: list[dict]) -> bool:
+    """Whether ``cell`` matches an ``exclude`` rule; a rule naming a key the cell does not have is an error
+    (a misspelt key would otherwise exclude nothing)."""
+    for rule in rules:
+        unknown = sorted(set(rule) - set(cell))
+        if unknown:
+            raise ValueError(f"grid: exclude rule {rule} has unknown key(s) {unknown}; valid: {sorted(cell)}")
     return any(all(cell.get(k) == v for k, v in rule.items()) for rule in rules)
-
-
-def expand(config: dict) -> tuple[list[Cell], dict[str, str]]:
-    """All cells of the grid, and the tasks that cannot run with their reasons (never substituted)."""
-    methods, models = method_entries(config), model_entries(config)
-    check_tasks(config)
-    data_dir = config.get("data_dir")
-    if data_dir is not None and not Path(data_dir).is_dir():
-        raise ValueError(f"grid: data_dir {data_dir} is not a folder (give a GLUE-format folder, or null for the hub)")
-    unavailable = {}
-    for task in config["tasks"]:
-        reason = tasks.unavailable_reason(tasks.get_task(task), config.get("data_dir"))
-        if reason:
-            unavailable[task] = reason
-    optimizers = optimizer_entries(config)
-    cells = []
-    for (method_label, entry), (opt_label, opt) in ((m, o) for m in methods.items() for o in optimizers.items()):
-        label = f"{method_label}-{opt_label}" if opt_label else method_label  # e.g. full-galore, lora-lion
-        for model, source in models.items():
-            for task in config["tasks"]:
-                if task in unavailable:
-                    continue
-                for seed in config["seeds"]:
-                    if _excluded({"method": label, "model": model, "task": task, "seed": seed,
-                                  "adapter": method_label, "optimizer": opt_label or "adamw"},
-                                 config.get("exclude") or []):
-                        continue
-                    train = {**(config.get("train") or {}), **(config.get("task_train") or {}).get(task, {}),
-                             **(entry.get("train") or {}), **(entry.get("task_train") or {}).get(task, {}),
-                             **(opt.get("train") or {}), **(opt.get("task_train") or {}).get(task, {})}
-                    if opt:
-                        train["optimizer"] = opt["optimizer"]
-                        train["optimizer_params"] = dict(opt.get("params") or {})
-                    params = {**(entry.get("params") or {}), **(entry.get("task_params") or {}).get(task, {})}
-                    cells.append(Cell(label, entry["method"], model, source, task, int(seed), params, train))
-    if not cells:
-        raise ValueError("grid: no cells to run (every task unavailable or excluded)")
-    return cells, unavailable
 
 
 _INT = re.compile(r"^[+-]?\d+$")
@@ -194,32 +208,3 @@ def as_json(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-PRETRAIN_SIZES = ("llama_60m", "llama_130m", "llama_350m", "llama_1b", "llama_tiny", "llama_mini")
-
-
-def expand_pretrain(config: dict) -> list[Cell]:
-    """A pretraining grid (kind: pretrain): optimizer entries × model sizes × corpora × seeds.
-    ``methods`` are optimizers (adamw or registered optimizer methods, or {name, method, params, train})."""
-    from adaptbench.tasks.corpora import list_corpora
-
-    entries = named_entries(config["methods"], "method", optimizer_names(), "optimizer")
-    for size in config["models"]:
-        if size not in PRETRAIN_SIZES:
-            raise _unknown("model size", size, PRETRAIN_SIZES)
-    for corpus in config["tasks"]:
-        if corpus not in list_corpora():
-            raise _unknown("corpus", corpus, list_corpora())
-    cells = []
-    for label, entry in entries.items():
-        for size in config["models"]:
-            for corpus in config["tasks"]:
-                for seed in config["seeds"]:
-                    if _excluded({"method": label, "model": size, "task": corpus, "seed": seed},
-                                 config.get("exclude") or []):
-                        continue
-                    train = {**(config.get("train") or {}), **(entry.get("train") or {})}
-                    cells.append(Cell(label, entry["method"], size, size, corpus, int(seed),
-                                      dict(entry.get("params") or {}), train))
-    if not cells:
-        raise ValueError("grid: no cells to run (everything excluded)")
-    return cells

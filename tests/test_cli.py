@@ -18,7 +18,7 @@ def train_args(tmp_path, **over):
 
 
 @pytest.mark.parametrize("over, message", [
-    ({"--method": "lorra"}, "Unknown method 'lorra'. Did you mean: lora"),
+    ({"--method": "lorra"}, "unknown adapter method 'lorra'. Did you mean: lora"),
     ({"--task": "sst"}, "Unknown task 'sst'. Did you mean: sst2"),
     ({"--model": "/nonexistent/model"}, "model '/nonexistent/model': folder /nonexistent/model not found"),
     ({"--method-params": '{"r": -2}'}, "lora: r must be a positive integer, got -2"),

@@ -7,6 +7,15 @@ import yaml
 from adaptbench import grid as gridlib
 
 
+def plan_of(cfg):
+    plan = gridlib.plan(cfg)
+    return plan.cells, plan.unavailable
+
+
+def pretrain_cells(cfg):
+    return gridlib.plan(cfg).cells
+
+
 def base(**kw):
     cfg = {"grid": "t", "methods": ["full", "lora"], "models": ["tiny-bert"], "tasks": ["syn_sentiment", "syn_sts"],
            "seeds": [0, 1], "train": {"epochs": 1}}
@@ -15,7 +24,7 @@ def base(**kw):
 
 
 def test_expands_the_product():
-    cells, unavailable = gridlib.expand(base())
+    cells, unavailable = plan_of(base())
     assert len(cells) == 2 * 1 * 2 * 2 and not unavailable
     assert {c.label for c in cells} == {"full", "lora"}
 
@@ -24,7 +33,7 @@ def test_settings_resolve_grid_then_task_then_method_then_method_task():
     cfg = base(methods=[{"name": "lora_r4", "method": "lora", "params": {"r": 4}, "train": {"lr": 1e-3},
                          "task_train": {"syn_sts": {"lr": 5e-4, "epochs": 7}}}],
                task_train={"syn_sts": {"epochs": 5, "batch_size": 8}}, seeds=[0])
-    cells = {c.task: c for c in gridlib.expand(cfg)[0]}
+    cells = {c.task: c for c in plan_of(cfg)[0]}
     assert cells["syn_sentiment"].train_params == {"epochs": 1, "lr": 1e-3}
     assert cells["syn_sts"].train_params == {"epochs": 7, "batch_size": 8, "lr": 5e-4}
     assert cells["syn_sts"].method == "lora" and cells["syn_sts"].label == "lora_r4"
@@ -32,27 +41,27 @@ def test_settings_resolve_grid_then_task_then_method_then_method_task():
 
 
 def test_exclude_skips_matching_cells():
-    cells, _ = gridlib.expand(base(exclude=[{"method": "lora", "task": "syn_sts"}]))
+    cells, _ = plan_of(base(exclude=[{"method": "lora", "task": "syn_sts"}]))
     assert not [c for c in cells if c.label == "lora" and c.task == "syn_sts"]
     assert len(cells) == 6
 
 
 def test_unknown_names_fail_at_parse_time_with_suggestions():
     with pytest.raises(ValueError, match=r"unknown method 'loar'\. Did you mean: lora\b"):
-        gridlib.expand(base(methods=["loar"]))
+        plan_of(base(methods=["loar"]))
     with pytest.raises(ValueError, match=r"unknown task 'syn_sentimnt'"):
-        gridlib.expand(base(tasks=["syn_sentimnt"]))
+        plan_of(base(tasks=["syn_sentimnt"]))
 
 
 def test_missing_task_data_is_reported_not_substituted(tmp_path):
-    cells, unavailable = gridlib.expand(base(tasks=["sst2", "syn_sentiment"], data_dir=str(tmp_path)))
+    cells, unavailable = plan_of(base(tasks=["sst2", "syn_sentiment"], data_dir=str(tmp_path)))
     assert set(unavailable) == {"sst2"} and "SST-2/train.tsv" in unavailable["sst2"]
     assert {c.task for c in cells} == {"syn_sentiment"}
 
 
 def test_a_data_dir_that_does_not_exist_is_named():
     with pytest.raises(ValueError, match=r"grid: data_dir /no/such/glue is not a folder"):
-        gridlib.expand(base(data_dir="/no/such/glue"))
+        plan_of(base(data_dir="/no/such/glue"))
 
 
 def test_hub_ids_become_wildcard_safe_names():
@@ -61,19 +70,13 @@ def test_hub_ids_become_wildcard_safe_names():
 
 
 def test_grid_logic_imports_no_torch():
-    code = ("import sys; from adaptbench import grid; grid.expand({'grid':'t','methods':['lora'],'models':['minilm'],"
+    code = ("import sys; from adaptbench import grid; grid.plan({'grid':'t','methods':['lora'],'models':['minilm'],"
             "'tasks':['sst2'],'seeds':[0]}); assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def expand_any(cfg):
-    kind = cfg.get("kind", "finetune")
-    if kind == "tta":
-        from adaptbench.tta import grid as ttagrid
-        return ttagrid.expand(cfg)
-    if kind == "pretrain":
-        return gridlib.expand_pretrain(cfg)
-    return gridlib.expand(cfg)[0]
+    return gridlib.plan(cfg).cells
 
 
 def test_every_shipped_grid_expands(repo):
@@ -88,12 +91,12 @@ def test_every_shipped_grid_expands(repo):
 def test_task_params_override_params_for_one_task():
     cfg = base(methods=[{"name": "lora", "params": {"r": 4, "alpha": 8},
                          "task_params": {"syn_sts": {"alpha": 16}}}], seeds=[0])
-    cells = {c.task: c for c in gridlib.expand(cfg)[0]}
+    cells = {c.task: c for c in plan_of(cfg)[0]}
     assert cells["syn_sentiment"].method_params == {"r": 4, "alpha": 8}
     assert cells["syn_sts"].method_params == {"r": 4, "alpha": 16}
 
 
-def test_data_driven_scan_agrees_with_the_registry():
+def test_data_driven_manifest_agrees_with_the_registry():
     from adaptbench import registry
 
     truth = {n for n in registry.available("adapter") if registry.get_method(n).cls.DATA_DRIVEN}
@@ -121,25 +124,25 @@ def test_optimizer_axis_crosses_methods_and_labels_cells():
     cfg = base(methods=["full", "lora"], tasks=["syn_sentiment"], seeds=[0], train={"epochs": 1, "lr": 1e-4},
                optimizers=["adamw", {"name": "lion", "params": {"beta1": 0.95}, "train": {"lr": 1e-5}}],
                exclude=[{"adapter": "lora", "optimizer": "adamw"}])
-    cells = {c.label: c for c in gridlib.expand(cfg)[0]}
+    cells = {c.label: c for c in plan_of(cfg)[0]}
     assert set(cells) == {"full-adamw", "full-lion", "lora-lion"}
     assert cells["full-lion"].train_params == {"epochs": 1, "lr": 1e-5, "optimizer": "lion",
                                                "optimizer_params": {"beta1": 0.95}}
     assert cells["full-adamw"].train_params["optimizer"] == "adamw"
     assert cells["lora-lion"].method == "lora"
     with pytest.raises(ValueError, match="unknown optimizer 'lio'. Did you mean: lion"):
-        gridlib.expand(base(optimizers=["lio"]))
+        plan_of(base(optimizers=["lio"]))
 
 
 def test_pretrain_grid_expands_and_names_bad_entries():
     cfg = {"grid": "p", "kind": "pretrain", "methods": ["adamw", {"name": "g", "method": "galore", "params": {"rank": 4}}],
            "models": ["llama_tiny"], "tasks": ["syn_text"], "seeds": [0, 1], "train": {"steps": 5}}
-    cells = gridlib.expand_pretrain(cfg)
+    cells = pretrain_cells(cfg)
     assert len(cells) == 4 and {c.method for c in cells} == {"adamw", "galore"}
     assert next(c for c in cells if c.label == "g").method_params == {"rank": 4}
     with pytest.raises(ValueError, match="unknown optimizer 'lora'"):
-        gridlib.expand_pretrain({**cfg, "methods": ["lora"]})
+        pretrain_cells({**cfg, "methods": ["lora"]})
     with pytest.raises(ValueError, match="unknown model size 'llama_7b'"):
-        gridlib.expand_pretrain({**cfg, "models": ["llama_7b"]})
+        pretrain_cells({**cfg, "models": ["llama_7b"]})
     with pytest.raises(ValueError, match="unknown corpus 'wiki'"):
-        gridlib.expand_pretrain({**cfg, "tasks": ["wiki"]})
+        pretrain_cells({**cfg, "tasks": ["wiki"]})

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from adaptbench.pretrain import (MODEL_SIZES, PretrainConfig, add_pretrain_parser, evaluate_ppl, get_size,
-                                 llama_config, pack_tokens, pretrain, warmup_cosine_factor)
+from adaptbench.tracks.pretrain.job import (MODEL_SIZES, PretrainConfig, evaluate_ppl, get_size, llama_config,
+                                            pack_tokens, pretrain, warmup_cosine_factor)
+from adaptbench.tracks.pretrain.job import add_arguments
 from adaptbench.tasks import corpora
 
 TINY_RUN = {"steps": 20, "batch_size": 8, "seq_len": 64, "lr": 3e-3, "eval_every": 10, "eval_batches": 4,
@@ -198,8 +199,9 @@ def test_config_validates_with_one_line_errors():
 
 
 def test_cli_parser_takes_every_flag():
-    parser = argparse.ArgumentParser()
-    add_pretrain_parser(parser.add_subparsers(dest="stage"))
+    from adaptbench.cli import build_parser
+
+    parser = build_parser()
     args = parser.parse_args(["pretrain", "--optimizer", "lion", "--optimizer-params", '{"beta1": 0.95}',
                               "--model-size", "llama_tiny", "--corpus", "local_text", "--seed", "1",
                               "--train-params", '{"steps": 5}', "--data-dir", "d", "--tokenizer", "byte",
@@ -216,16 +218,16 @@ def test_a_short_run_lowers_validation_perplexity_and_writes_result_json(adamw_c
     assert json.loads((out / "result.json").read_text()) == json.loads(json.dumps(result))
     assert not list(out.glob(".*.tmp"))
     info, t, m = result["run_info"], result["train_info"], result["metrics"]
-    assert result["schema_version"] == 1 and result["status"] == "ok"
+    assert result["schema_version"] == 2 and result["status"] == "ok" and result["track"] == "pretrain"
     assert (info["method"], info["label"], info["family"], info["model"], info["task"], info["seed"]) == \
         ("adamw", "adamw", "optimizer", "llama_tiny", "syn_text", 0)
-    assert info["synthetic"] is True and len(info["config_hash"]) == 16 and info["tokenizer_info"]["kind"] == "word"
+    assert info["synthetic"] is True and len(result["config_hash"]) == 16 and info["tokenizer_info"]["kind"] == "word"
     history = t["history"]
     assert [h["step"] for h in history] == [0, 10, 20]
-    assert m["last"]["ppl"] < history[0]["ppl"] and m["last"]["ppl"] == history[-1]["ppl"]
-    assert m["best"]["ppl"] == min(h["ppl"] for h in history)
-    assert m["last"]["ppl"] == pytest.approx(math.exp(m["last"]["loss"]), rel=1e-4)
-    assert result["eval_info"]["main_metric"] == "ppl" and result["eval_info"]["higher_is_better"]["ppl"] is False
+    assert m["ppl"]["value"] < history[0]["ppl"] and m["ppl"]["value"] == history[-1]["ppl"]
+    assert m["ppl"]["best"] == min(h["ppl"] for h in history)
+    assert m["ppl"]["value"] == pytest.approx(math.exp(m["loss"]["value"]), rel=1e-4)
+    assert result["eval_info"]["main_metric"] == "ppl" and m["ppl"]["higher_is_better"] is False
     assert t["steps"] == 20 and t["tokens_seen"] > 0 and t["tokens_per_second"] > 0
     assert t["params"]["total"] == t["params"]["trainable"] > 0
     # AdamW keeps m and v (fp32) per parameter, plus a scalar step per tensor
@@ -240,7 +242,7 @@ def test_collate_tabulates_a_pretraining_result(adamw_cell):
     frame = collate([out])
     row = frame[frame["metric"] == "ppl"].iloc[0]
     assert (row["method"], row["model"], row["task"]) == ("adamw", "llama_tiny", "syn_text")
-    assert row["last"] == result["metrics"]["last"]["ppl"]
+    assert row["value"] == result["metrics"]["ppl"]["value"]
 
 
 def test_same_seed_same_numbers_and_lion_runs(adamw_cell, tmp_path):
@@ -249,7 +251,7 @@ def test_same_seed_same_numbers_and_lion_runs(adamw_cell, tmp_path):
     a = pretrain(model_size="llama_tiny", corpus="syn_text", seed=0, out_dir=tmp_path / "a", train_params=short)
     b = pretrain(model_size="llama_tiny", corpus="syn_text", seed=0, out_dir=tmp_path / "b", train_params=short)
     assert a["train_info"]["history"] == b["train_info"]["history"]
-    assert a["run_info"]["config_hash"] == b["run_info"]["config_hash"]
+    assert a["config_hash"] == b["config_hash"] and a["protocol_hash"] == b["protocol_hash"]
     assert a["run_info"]["data"] == first["run_info"]["data"]  # same documents whatever the steps
 
     lion = pretrain(model_size="llama_tiny", corpus="syn_text", seed=0, out_dir=tmp_path / "lion",
@@ -258,7 +260,7 @@ def test_same_seed_same_numbers_and_lion_runs(adamw_cell, tmp_path):
     assert info["method"] == "lion" and info["method_params"] == {"beta1": 0.95, "beta2": 0.99}
     assert info["paper"]["arxiv"] == "2302.06675"
     assert t["optimizer_state_bytes"] == 4 * t["params"]["trainable"]  # Lion keeps m only
-    assert math.isfinite(lion["metrics"]["last"]["ppl"])
+    assert math.isfinite(lion["metrics"]["ppl"]["value"])
     with pytest.raises(KeyError, match="Unknown method"):
         pretrain(model_size="llama_tiny", corpus="syn_text", seed=0, out_dir=tmp_path / "x", optimizer="lino")
     with pytest.raises(ValueError, match="adamw, which takes none"):

@@ -9,9 +9,9 @@ import pytest
 
 from adaptbench.claims import load_claims, load_claims_file
 from adaptbench.collate import collate
-from adaptbench.evaluate import evaluate_checkpoint
+from adaptbench.tracks.finetune.job import evaluate_checkpoint
 from adaptbench.report import build_tables, claim_verdict, write_report
-from adaptbench.train import train
+from adaptbench.tracks.finetune.job import train
 
 TRAIN = {"epochs": 1, "batch_size": 16, "max_train_samples": 32, "max_eval_samples": 32, "lr": 5e-3}
 
@@ -42,7 +42,7 @@ def test_table_is_mean_and_std_over_seeds_times_100(results, tmp_path):
     cells = collate([results])
     table, verdicts, _, _ = build_tables(cells, GRID, [], {"sst2": "data unavailable: SST-2/train.tsv not found"})
     lora = table[table["method"] == "lora"].iloc[0]
-    scores = cells[cells["label"] == "lora"]["last"] * 100
+    scores = cells[cells["label"] == "lora"]["value"] * 100
     assert lora["syn_sentiment"] == f"{scores.mean():.1f} ± {scores.std():.1f}"
     assert lora["sst2"] == "n/a"
     assert lora["#params"] == "2.0K"  # 2048 LoRA parameters in tiny-bert, head excluded
@@ -68,7 +68,7 @@ def test_claims_are_matched_and_judged(results, tmp_path):
     grid = {**GRID, "report": {"claims": "p", "comparable": True}}
     table, verdicts, _, _ = build_tables(cells, grid, claims, {})
     row = verdicts.iloc[0]
-    ours = (cells[cells["label"] == "lora"]["last"] * 100).median()
+    ours = (cells[cells["label"] == "lora"]["value"] * 100).median()
     assert row["ours"] == pytest.approx(round(ours, 2)) and row["paper"] == 99.0
     assert row["verdict"].startswith("not reproduced") == (abs(ours - 99.0) > 1.0)
     assert "[paper 99.0]" in table[table["method"] == "lora"].iloc[0]["syn_sentiment"]
@@ -82,7 +82,7 @@ def test_a_claim_on_the_average_is_judged_against_our_average(results):
                "value": 99.0, "std": None, "aggregate": "single", "arxiv": "0000.00000", "table": "abstract"}]
     grid = {**GRID, "tasks": ["syn_sentiment"], "report": {"claims": "p", "comparable": True}}
     table, verdicts, _, _ = build_tables(cells, grid, claims, {})
-    ours = (cells[cells["label"] == "lora"]["last"] * 100).mean()
+    ours = (cells[cells["label"] == "lora"]["value"] * 100).mean()
     assert table.set_index("method").loc["lora", "Avg"] == f"{ours:.1f} [paper 99.0]"
     row = verdicts.iloc[0]
     assert (row["task"], row["ours"], row["seeds"]) == ("avg", pytest.approx(round(ours, 2)), 2)

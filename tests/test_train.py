@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
-from adaptbench.evaluate import evaluate_checkpoint
-from adaptbench.train import linear_warmup_decay, load_init, train
+from adaptbench.tracks.finetune.job import evaluate_checkpoint
+from adaptbench.build import linear_warmup_decay
+from adaptbench.tracks.finetune.job import load_init, train
 
 TRAIN = {"epochs": 2, "batch_size": 16, "max_train_samples": 64, "max_eval_samples": 48, "lr": 5e-3}
 
@@ -22,9 +23,10 @@ def lora_cell(tmp_path_factory):
 def test_train_writes_a_complete_record(lora_cell):
     out, record = lora_cell
     info, t = record["run_info"], record["train_info"]
-    for key in ("method", "method_params", "model", "task", "seed", "train", "config_hash", "model_info", "data",
-                "git", "packages", "device", "synthetic"):
+    for key in ("method", "method_params", "model", "task", "seed", "train", "model_info", "data", "device",
+                "synthetic"):
         assert key in info, key
+    assert record["config"]["method"] == "lora" and record["config"]["track"] == "finetune"
     assert info["method_params"]["r"] == 8 and info["method_params"]["alpha"] == 8.0  # paper defaults resolved
     assert info["synthetic"] is True and len(info["data"]["train"]["sha256"]) == 64
     assert t["steps"] == 2 * 4 and len(t["history"]) == 2 and t["peak_memory_bytes"] > 0
@@ -41,7 +43,7 @@ def test_same_seed_same_numbers(lora_cell, tmp_path):
                   train_params=TRAIN, progress=False)
     assert again["train_info"]["history"] == first["train_info"]["history"]
     assert again["train_info"]["loss_curve"] == first["train_info"]["loss_curve"]
-    assert again["run_info"]["config_hash"] == first["run_info"]["config_hash"]
+    assert again["config"] == first["config"]
 
 
 def test_other_seed_other_numbers(lora_cell, tmp_path):
@@ -56,9 +58,11 @@ def test_evaluate_scores_the_merged_checkpoint_like_the_last_epoch(lora_cell, tm
     out, record = lora_cell
     result = evaluate_checkpoint(out, tmp_path / "result.json")
     assert result["eval_info"]["merged"] is True
-    assert result["metrics"]["last"] == pytest.approx(record["train_info"]["history"][-1]["metrics"])
+    values = {name: m["value"] for name, m in result["metrics"].items()}
+    assert values == pytest.approx(record["train_info"]["history"][-1]["metrics"])
     best = record["train_info"]["best_epoch"]
-    assert result["metrics"]["best"] == record["train_info"]["history"][best - 1]["metrics"]
+    assert {name: m["best"] for name, m in result["metrics"].items()} == \
+        record["train_info"]["history"][best - 1]["metrics"]
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "ok"
 
 
@@ -94,7 +98,7 @@ def test_an_adapter_is_not_an_optimizer(tmp_path):
 
 @pytest.mark.parametrize("method", ["eva", "corda"])
 def test_data_driven_init_cached_or_not_gives_the_same_run_and_evaluates_alike(method, tmp_path):
-    from adaptbench.train import compute_init
+    from adaptbench.tracks.finetune.job import compute_init
 
     params = {"r": 2} if method == "eva" else {"r": 2, "num_samples": 8}
     common = dict(method=method, model="tiny-bert", task="syn_sentiment", seed=0, method_params=params,
@@ -112,6 +116,6 @@ def test_data_driven_init_cached_or_not_gives_the_same_run_and_evaluates_alike(m
         assert torch.equal(a["trainable"][k], b["trainable"][k]), k
     result = evaluate_checkpoint(tmp_path / "a", tmp_path / "a" / "result.json")
     last = uncached["train_info"]["history"][-1]["metrics"]
-    assert result["metrics"]["last"]["acc"] == pytest.approx(last["acc"])
+    assert result["metrics"]["acc"]["value"] == pytest.approx(last["acc"])
     with pytest.raises(ValueError, match=f"computed for '{method}', not 'lora'"):
         load_init(tmp_path / "init.pt", "lora")

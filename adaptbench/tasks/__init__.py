@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from adaptbench.results import portable_source
 from adaptbench.tasks import synthetic_text
 
 TASK_DIR = Path(__file__).parent
@@ -139,10 +140,19 @@ def _read_tsv(spec: TaskSpec, path: Path) -> tuple[list, list]:
     """GLUE TSV with quoting disabled (a field that starts with '"' must not swallow rows)."""
     cfg = spec.local
     text_fields, label_field = list(spec.text_fields), cfg["label_field"]
+    try:
+        return _read_tsv_rows(spec, path, cfg, text_fields, label_field)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); GLUE files are UTF-8 TSV") from None
+
+
+def _read_tsv_rows(spec: TaskSpec, path: Path, cfg: dict, text_fields: list, label_field: str) -> tuple[list, list]:
     texts, labels = [], []
     with open(path, newline="", encoding="utf-8-sig") as f:  # MRPC files start with a BOM
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader) if cfg.get("header", True) else list(cfg["columns"])
+        header = next(reader, None) if cfg.get("header", True) else list(cfg["columns"])
+        if header is None:
+            raise ValueError(f"{path}: empty file; expected a header row with {text_fields + [label_field]}")
         missing = [c for c in text_fields + [label_field] if c not in header]
         if missing:
             raise ValueError(f"{path}: missing column(s) {missing}; header is {header}")
@@ -193,7 +203,7 @@ def load_split(spec: TaskSpec, split: str, data_dir: str | None = None,
             raise FileNotFoundError(f"task '{spec.task}': {reason}")
         path = local_split_path(spec, data_dir, split)
         texts, labels = _read_tsv(spec, path)
-        source = str(path.resolve())
+        source = portable_source(path, data_dir)  # never this machine's absolute path
     else:
         texts, labels, source = _read_hub(spec, split)
     digest = _rows_hash(texts, labels)

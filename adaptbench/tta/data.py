@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptbench import tasks
+from adaptbench.results import file_sha256
 
 IMAGE_DATASETS = ("digits", "mnist", "cifar10c")
 # Hendrycks & Dietterich (arXiv:1903.12261): the 15 CIFAR-10-C corruptions the TTA papers average over
@@ -125,7 +126,8 @@ def _mnist(data_dir: str | Path | None) -> ImageData:
         raise ValueError(f"{folder}: {len(x)} images but {len(y)} labels")
     x, y = (x / 255.0).astype(np.float32), y.astype(np.int64)
     half = len(y) // 2
-    source = f"{paths['images'].resolve()}; first {half} = source-train, last {len(y) - half} = test stream"
+    source = (f"{paths['images'].parent.name}/{paths['images'].name} sha256 {file_sha256(paths['images'])[:16]}; "
+              f"first {half} = source-train, last {len(y) - half} = test stream")
     return ImageData(x[:half], y[:half], x[half:], y[half:], 10, source)
 
 
@@ -163,7 +165,7 @@ def _cifar10(data_dir: str | Path | None, with_train: bool = True) -> ImageData:
                         else (test_x[:0], test_y[:0]))
     scale = lambda a: (a / 255.0).astype(np.float32)  # noqa: E731
     return ImageData(scale(train_x), train_y, scale(test_x), test_y, 10,
-                     f"{folder.resolve()} (train: data_batch_1-5; stream: test_batch) + {CIFAR10C_DIR}")
+                     f"{folder.resolve().name} (train: data_batch_1-5; stream: test_batch) + {CIFAR10C_DIR}")
 
 
 def load_cifar10c(data_dir: str | Path, shift: str, severity: int) -> np.ndarray:

@@ -6,22 +6,46 @@ shifts default to the whole suite of the source's kind; scenarios are data (see 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from adaptbench.grid import _excluded, method_files, named_entries
+from adaptbench import manifest
+from adaptbench.grid import Cell, Plan, _excluded, check_name, method_files, named_entries
+from adaptbench.results import config_hash, folder_name
+
+TRACK = "tta"
 
 IMAGE_ARCHS = ("cnn_bn", "cnn_gn", "mlp_ln", "wrn28_10")
 
 
 @dataclass(frozen=True)
-class TTACell:
-    label: str
-    method: str
-    source: str
-    scenario: str
-    seed: int
-    method_params: dict
+class TTACell(Cell):
+    """A TTA cell: ``model`` is the source's name, ``task`` the scenario's."""
+
+    shifts: tuple = field(default=(), compare=False)
+
+    @property
+    def source(self) -> str:
+        return self.model
+
+    @property
+    def scenario(self) -> str:
+        return self.task
+
+
+def portable(entry: dict) -> dict:
+    """A source entry as its hash sees it: a data folder by name, not by this machine's path."""
+    return {k: (folder_name(v) if k in ("data_dir", "checkpoint") and v else v) for k, v in entry.items()}
+
+
+def source_key(source: dict) -> str:
+    return config_hash({"track": TRACK, "source": portable(source)})
+
+
+def cell_config(*, method: str, method_params: dict, source: dict, scenario: dict, shifts, severities, seed: int) -> dict:
+    return {"track": TRACK, "method": method, "method_params": manifest.resolve_params(method, method_params),
+            "source": portable(source), "scenario": scenario, "shifts": list(shifts),
+            "severities": list(severities), "seed": seed}
 
 
 def method_entries(config: dict) -> dict[str, dict]:
@@ -37,6 +61,7 @@ def sources(config: dict) -> dict[str, dict]:
             raise ValueError(f"grid: source '{src['name']}': arch must be one of {IMAGE_ARCHS}, got {src.get('arch')!r}")
         if kind == "text" and "task" not in src:
             raise ValueError(f"grid: source '{src['name']}': a text source needs a sentence task (e.g. sst2)")
+        check_name("source", src["name"])
         if src["name"] in out:
             raise ValueError(f"grid: source '{src['name']}' appears twice")
         src = {"kind": kind, **src}
@@ -48,7 +73,7 @@ def sources(config: dict) -> dict[str, dict]:
 
 
 def scenarios(config: dict) -> dict[str, dict]:
-    names = [s["name"] for s in config["scenarios"]]
+    names = [check_name("scenario", s["name"]) for s in config["scenarios"]]
     if len(set(names)) != len(names):
         raise ValueError(f"grid: scenario names must be distinct, got {names}")
     return {s["name"]: s for s in config["scenarios"]}
@@ -92,18 +117,29 @@ def shifts_for(config: dict, source: dict) -> list[str]:
     return list(TEXT_SHIFTS)
 
 
-def expand(config: dict) -> list[TTACell]:
+def plan(config: dict) -> Plan:
     methods, srcs, scens = method_entries(config), sources(config), scenarios(config)
     unavailable = unavailable_sources(config)
+    severities = config.get("severities", [5])
     cells = []
     for label, entry in methods.items():
+        params = dict(entry.get("params") or {})
+        manifest.check_params(entry["method"], params, f"grid: method '{label}'")
         for src in [s for s in srcs if s not in unavailable]:
+            shifts = tuple(shifts_for(config, srcs[src]))
             for scen in scens:
                 for seed in config["seeds"]:
                     if _excluded({"method": label, "source": src, "scenario": scen, "seed": seed},
                                  config.get("exclude") or []):
                         continue
-                    cells.append(TTACell(label, entry["method"], src, scen, int(seed), dict(entry.get("params") or {})))
+                    cfg = cell_config(method=entry["method"], method_params=params, source=srcs[src],
+                                      scenario=scens[scen], shifts=shifts, severities=severities, seed=int(seed))
+                    cells.append(TTACell(TRACK, label, entry["method"], src, src, scen, int(seed), params, {}, cfg,
+                                         shifts))
     if not cells and not unavailable:
         raise ValueError("grid: no cells to run (everything excluded)")
-    return cells
+    return Plan(cells, unavailable)
+
+
+def expand(config: dict) -> list[TTACell]:
+    return plan(config).cells

@@ -20,34 +20,39 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from adaptbench.claims import DEFAULT_DIR, load_claims_file  # noqa: E402
-from adaptbench.collate import find_results  # noqa: E402
-from adaptbench.results import atomic_write_text, read_json  # noqa: E402
+from adaptbench.collate import collate  # noqa: E402
+from adaptbench.results import atomic_write_text  # noqa: E402
 
 COLUMNS = ["label", "method", "source", "suite", "scenario", "mode", "batch_size", "seed", "shift", "severity",
            "error", "synthetic", "source_clean_error", "seconds", "kept_fraction", "git_commit", "path"]
 
 
+def tta_frame(tidy: pd.DataFrame) -> pd.DataFrame:
+    """The TTA view of the tidy table (adaptbench.collate): one row per cell × shift × severity, from the
+    ``error/<shift>/<severity>`` metrics and the cells' facets (scenario, mode, batch size, ...)."""
+    rows = tidy[(tidy["track"] == "tta") & (tidy["status"] == "ok")].copy()
+    parts = rows["metric"].astype(str).str.split("/", expand=True)
+    if rows.empty or parts.shape[1] < 3:
+        return pd.DataFrame(columns=COLUMNS)
+    rows = rows[(parts[0] == "error") & parts[2].notna()].copy()
+    parts = parts.loc[rows.index]
+    rows["shift"], rows["severity"], rows["error"] = parts[1], parts[2].astype(int), rows["value"].astype(float)
+    rows["source"], rows["suite"] = rows["model"], rows["task"]
+    frame = rows.reindex(columns=COLUMNS)
+    return frame.sort_values(["source", "scenario", "label", "seed", "shift", "severity"])
+
+
 def collate_tta(paths, out: str | Path | None = None) -> pd.DataFrame:
-    rows = []
-    for path in find_results(paths):
-        result = read_json(path)
-        if result.get("status") != "ok" or result.get("run_info", {}).get("family") != "tta":
-            continue
-        info, stats = result["run_info"], result["tta_info"]
-        base = {"label": info["label"], "method": info["method"], "source": info["model"], "suite": info["task"],
-                "scenario": info["scenario"]["name"], "mode": info["scenario"].get("mode", "episodic"),
-                "batch_size": info["scenario"].get("batch_size", 64), "seed": info["seed"],
-                "synthetic": info["synthetic"], "source_clean_error": info.get("source_clean_error"),
-                "seconds": stats["seconds"], "kept_fraction": stats.get("kept_fraction"),
-                "git_commit": info["git"]["commit"], "path": str(path)}
-        for key, value in result["metrics"]["last"].items():
-            parts = key.split("/")
-            if parts[0] == "error" and len(parts) == 3:
-                rows.append({**base, "shift": parts[1], "severity": int(parts[2]), "error": value})
-    frame = pd.DataFrame(rows, columns=COLUMNS).sort_values(["source", "scenario", "label", "seed", "shift", "severity"])
+    """TTA result records → the TTA view of the tidy table."""
+    frame = tta_frame(collate(paths))
     if out is not None:
         atomic_write_text(out, frame.to_csv(index=False))
     return frame
+
+
+def tidy_or_tta(frame: pd.DataFrame) -> pd.DataFrame:
+    """Accept the tidy table (the workflow's) or an already TTA-shaped one (``collate_tta``)."""
+    return tta_frame(frame) if "metric" in frame.columns else frame
 
 
 def method_order(grid: dict) -> list[str]:
@@ -133,7 +138,8 @@ def write_tta_report(cells_csv: str | Path, grid: dict, out_dir: str | Path, cla
                      unavailable: dict | None = None) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cells = pd.read_csv(cells_csv)
+    tidy = cells_csv if isinstance(cells_csv, pd.DataFrame) else pd.read_csv(cells_csv)
+    cells = tidy_or_tta(tidy)
     unavailable = unavailable or {}
     if cells.empty and not unavailable:
         raise ValueError(f"{cells_csv}: no TTA results to report")

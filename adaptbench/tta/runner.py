@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from adaptbench.registry import get_method
-from adaptbench.results import SCHEMA_VERSION, atomic_write_json, config_hash, git_state, package_versions
+from adaptbench.results import atomic_write_json, make_record, metric
+from adaptbench.tta.grid import TRACK, cell_config, portable
 
 MODES = ("episodic", "continual", "mixed")
 
@@ -187,28 +188,30 @@ def adapt(*, method: str, method_params: dict | None, source_dir: str | Path, so
     records, stats = run_stream(method_obj, stream, segments, scen, stream.labels)
     metrics = online_errors(records)
 
-    resolved = {"method": method, "method_params": dict(method_params or {}), "source": source,
+    config = cell_config(method=method, method_params=dict(method_params or {}), source=source, scenario=scenario,
+                         shifts=shifts, severities=severities, seed=seed)
+    protocol = {"track": TRACK, "source": portable(source), "suite": stream.suite, "data": stream.data_info,
                 "scenario": scenario, "shifts": list(shifts), "severities": list(severities), "seed": seed}
-    result = {
-        "schema_version": SCHEMA_VERSION,
-        "status": "ok",
-        "run_info": {
-            **resolved,
+    result = make_record(
+        track=TRACK, config=config, protocol=protocol,
+        run_info={
+            "method": method, "method_params": dict(method_params or {}), "source": portable(source),
+            "scenario": scenario, "shifts": list(shifts), "severities": list(severities), "seed": seed,
             "label": label or method,
             "family": "tta",
             "model": source["name"],
             "task": stream.suite,
             "paper": {"title": spec.paper.title, "arxiv": spec.paper.arxiv},
-            "config_hash": config_hash(resolved),
             "synthetic": stream.synthetic,
             "data": stream.data_info,
             "source_clean_error": stream.clean_error,
-            "git": git_state(),
-            "packages": package_versions(),
             "threads": torch.get_num_threads(),
+            "facets": {"scenario": scen.name, "mode": scen.mode, "batch_size": scen.batch_size,
+                       "source_clean_error": stream.clean_error, "kept_fraction": stats.get("kept_fraction"),
+                       "seconds": stats["seconds"]},
         },
-        "metrics": {"last": metrics},
-        "tta_info": stats,
-    }
+        train_info=stats,
+        metrics={name: metric(value, False, name.partition("/")[2] or "all") for name, value in metrics.items()},
+    )
     atomic_write_json(out_path, result)
     return result

@@ -277,7 +277,7 @@ def load_text_source(train_dir: str | Path):
     """(TextClassifier in eval mode, tokenizer) from a fine-tuning job's folder, rebuilt exactly as the
     evaluate job rebuilds it (``adaptbench.evaluate.rebuild_trained``)."""
     from adaptbench import tasks
-    from adaptbench.evaluate import rebuild_trained
+    from adaptbench.tracks.finetune.job import rebuild_trained
 
     train_dir = Path(train_dir)
     task = read_json(train_dir / "train.json")["run_info"]["task"]

@@ -2,8 +2,8 @@
 
 import pytest
 
-from adaptbench.evaluate import evaluate_checkpoint
-from adaptbench.train import train
+from adaptbench.tracks.finetune.job import evaluate_checkpoint
+from adaptbench.tracks.finetune.job import train
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +18,7 @@ def test_minilm_lora_learns_sst2_from_a_small_subset(shared_glue, tmp_path):
     acc = record["train_info"]["history"][-1]["metrics"]["acc"]
     assert acc > 0.65, acc  # chance is ~0.5; 32 LoRA steps on pretrained MiniLM reach ~0.74
     result = evaluate_checkpoint(tmp_path, tmp_path / "result.json")
-    assert result["metrics"]["last"]["acc"] == pytest.approx(acc)
+    assert result["metrics"]["acc"]["value"] == pytest.approx(acc)
 
 
 def test_minilm_full_on_stsb_reports_pearson_and_spearman(shared_glue, tmp_path):

@@ -7,7 +7,7 @@ import torch
 from adaptbench import registry, tasks
 from adaptbench.models import HEAD_PREFIXES
 from adaptbench.protocol import matches
-from adaptbench.train import build_model, trainable_state
+from adaptbench.build import build_model, trainable_state
 
 ADAPTERS = registry.available("adapter")
 SPEC = tasks.get_task("syn_sentiment")

@@ -5,16 +5,19 @@ import json
 import pandas as pd
 import pytest
 
+from adaptbench.results import make_record, metric
 from adaptbench.tta.report import check_ordering, collate_tta, shift_table, write_tta_report
 
 
 def fake_result(path, method, scenario, seed, errors, mode="episodic", bs=64):
-    metrics = {f"error/{shift}/{sev}": e for (shift, sev), e in errors.items()}
-    metrics["error_mean"] = sum(errors.values()) / len(errors)
-    result = {"status": "ok", "metrics": {"last": metrics}, "tta_info": {"seconds": 1.0, "kept_fraction": 0.5},
-              "run_info": {"family": "tta", "label": method, "method": method, "model": "cnn", "task": "digits-c",
-                           "scenario": {"name": scenario, "mode": mode, "batch_size": bs}, "seed": seed,
-                           "synthetic": True, "source_clean_error": 0.01, "git": {"commit": "abc"}}}
+    metrics = {f"error/{shift}/{sev}": metric(e, False, f"{shift}/{sev}") for (shift, sev), e in errors.items()}
+    metrics["error_mean"] = metric(sum(errors.values()) / len(errors), False, "all")
+    result = make_record(track="tta", config={"m": method, "s": scenario, "seed": seed}, protocol={"s": scenario},
+                         metrics=metrics, train_info={"seconds": 1.0, "kept_fraction": 0.5},
+                         run_info={"family": "tta", "label": method, "method": method, "model": "cnn",
+                                   "task": "digits-c", "seed": seed, "synthetic": True,
+                                   "facets": {"scenario": scenario, "mode": mode, "batch_size": bs,
+                                              "source_clean_error": 0.01, "seconds": 1.0, "kept_fraction": 0.5}})
     path.mkdir(parents=True)
     (path / "result.json").write_text(json.dumps(result))
 

@@ -111,7 +111,7 @@ def test_text_classifier_roberta_head():
 
 
 def test_load_text_source_from_a_finetuning_job(tmp_path, tiny_bert):
-    from adaptbench.train import train
+    from adaptbench.tracks.finetune.job import train
 
     train(method="full", model="tiny-bert", task="syn_sentiment", seed=0, out_dir=tmp_path,
           train_params={"epochs": 1, "batch_size": 16, "lr": 1e-3, "max_train_samples": 32, "max_eval_samples": 16},

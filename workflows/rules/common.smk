@@ -1,4 +1,10 @@
-# Grid → cells, paths and resources. Pure Python + YAML: no torch at parse time.
+# Grid → cells, paths and resources, for every track. Pure Python + YAML: no torch at parse time.
+#
+# Cells are stored by what they compute, not by the grid that asked for them:
+#   results/cells/<config hash>/     one cell: result.json (+ train.json, logs; checkpoints git-ignored)
+#   results/grids/<grid>/index.json  the grid's cells by key, with its readable labels
+#   results/grids/<grid>/tidy.csv    one row per cell × metric (adaptbench.collate)
+# Two grids that contain the same cell share its folder; a new grid reuses every stored cell.
 import os
 import shlex
 import sys
@@ -14,22 +20,15 @@ PYTHON = "python" if _conda else shlex.quote(sys.executable)
 GRID = config["grid"]
 RESULTS = config.get("results_dir", "results")
 REPORTS = config.get("reports_dir", "reports")
-if KIND == "finetune":
-    CELLS, UNAVAILABLE = gridlib.expand(config)
-    DATA_DRIVEN = gridlib.data_driven_methods()
-    CELL = {(c.label, c.model, c.task, c.seed): c for c in CELLS}
-elif KIND == "pretrain":
-    CELLS, UNAVAILABLE = gridlib.expand_pretrain(config), {}
-    CELL = {(c.label, c.model, c.task, c.seed): c for c in CELLS}
-CELL_DIR = f"{RESULTS}/{GRID}/{{method}}/{{model}}/{{task}}/seed{{seed}}"
-INIT_FILE = f"{RESULTS}/{GRID}/{{method}}/{{model}}/{{task}}/seed{{seed}}/init.pt"
+PLAN = gridlib.plan(config)  # validates every name, setting and hyperparameter: bad input fails here
+CELLS = {c.key: c for c in PLAN.cells}
+UNAVAILABLE = PLAN.unavailable
+CELL_DIR = f"{RESULTS}/cells/{{cell}}"
+GRID_DIR = f"{RESULTS}/grids/{GRID}"
 RESOURCE_DEFAULTS = {"threads": 1, "gpu": 0, "mem_mb": 4000, "runtime": 60}
 
 wildcard_constraints:
-    method=r"[A-Za-z0-9_.-]+",
-    model=r"[A-Za-z0-9_.-]+",
-    task=r"[A-Za-z0-9_]+",
-    seed=r"\d+",
+    cell=r"[0-9a-f]{16}",
 
 
 # SLURM site settings come from the user's environment (profiles/slurm/config.yaml), never the grid.
@@ -48,8 +47,7 @@ def site_resources(rule_name):
     partition = os.environ.get("ADAPTBENCH_SLURM_PARTITION")
     if not gpu:
         partition = os.environ.get("ADAPTBENCH_SLURM_CPU_PARTITION", partition)
-    out = {k: v for k, v in {**SITE, "slurm_partition": partition}.items() if v}
-    return out
+    return {k: v for k, v in {**SITE, "slurm_partition": partition}.items() if v}
 
 
 def data_dir_flag():
@@ -57,7 +55,7 @@ def data_dir_flag():
 
 
 def cell(wc):
-    return CELL[(wc.method, wc.model, wc.task, int(wc.seed))]
+    return CELLS[wc.cell]
 
 
 def rule_resource(rule_name, key):
@@ -71,49 +69,24 @@ def runtime_for(rule_name):
 
 
 def result_files():
-    return [f"{RESULTS}/{GRID}/{c.label}/{c.model}/{c.task}/seed{c.seed}/result.json" for c in CELLS]
+    return [f"{RESULTS}/cells/{key}/result.json" for key in CELLS]
 
 
 def report_targets():
     return [f"{REPORTS}/{GRID}/README.md"]
 
 
-# data-driven adapters (init_adapter rule)
-INIT_DATA_KEYS = ("batch_size", "max_length", "max_train_samples", "subset_seed")  # what the init step reads
+localrules: index_grid
 
 
-def init_input(wc):
-    if cell(wc).method not in DATA_DRIVEN:
-        return []
-    return [INIT_FILE.format(method=wc.method, model=wc.model, task=wc.task, seed=wc.seed)]
+rule index_grid:
+    """The grid's cells by key with its labels: what collate joins to the stored records."""
+    output:
+        f"{GRID_DIR}/index.json",
+    params:
+        index=gridlib.as_json({"grid": GRID, "kind": TRACK.kind, "unavailable": UNAVAILABLE,
+                               "cells": [c.index_entry() for c in PLAN.cells]}),
+    run:
+        from adaptbench.results import atomic_write_text
 
-
-def init_train_params(wc):
-    """Only the settings that decide the init batches, so a new lr or epoch count reuses the cache."""
-    train = cell(wc).train_params
-    return shlex.quote(gridlib.as_json({k: train[k] for k in INIT_DATA_KEYS if k in train}))
-
-
-# test-time adaptation grids (tta.smk)
-if KIND == "tta":
-    from adaptbench.tta import grid as ttagrid
-
-    TTA_CELLS = ttagrid.expand(config)
-    TTA_UNAVAILABLE = ttagrid.unavailable_sources(config)
-    TTA_SOURCES = ttagrid.sources(config)
-    TTA_SCENARIOS = ttagrid.scenarios(config)
-    SOURCE_DIR = f"{RESULTS}/{GRID}/sources/{{source}}"
-    TTA_CELL_DIR = f"{RESULTS}/{GRID}/{{method}}/{{source}}/{{scenario}}/seed{{seed}}"
-    TTA_CELL = {(c.label, c.source, c.scenario, c.seed): c for c in TTA_CELLS}
-
-    wildcard_constraints:
-        source=r"[A-Za-z0-9_.-]+",
-        scenario=r"[A-Za-z0-9_.-]+",
-
-
-    def tta_cell(wc):
-        return TTA_CELL[(wc.method, wc.source, wc.scenario, int(wc.seed))]
-
-
-    def tta_results():
-        return [f"{RESULTS}/{GRID}/{c.label}/{c.source}/{c.scenario}/seed{c.seed}/result.json" for c in TTA_CELLS]
+        atomic_write_text(output[0], params.index + "\n")

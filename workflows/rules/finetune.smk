@@ -1,14 +1,53 @@
+# Fine-tuning: (init) → train → evaluate per cell. Cells live in results/cells/<key>/.
+from adaptbench.tracks.finetune import grid as finetune_grid
+
+INITS = {}  # init key → a cell that needs it (data-driven adapters share an init across training settings)
+INIT_OF = {}
+for _c in PLAN.cells:
+    _k = finetune_grid.init_key(_c, config.get("data_dir"))
+    if _k:
+        INITS.setdefault(_k, _c)
+        INIT_OF[_c.key] = _k
+INIT_FILE = f"{RESULTS}/inits/{{init}}/init.pt"
+
+wildcard_constraints:
+    init=r"[0-9a-f]{16}",
+
+
+def init_input(wc):
+    key = INIT_OF.get(wc.cell)
+    return [INIT_FILE.format(init=key)] if key else []
+
+
+def init_train_params(wc):
+    """Only the settings that decide the init batches, so a new lr or epoch count reuses the cache."""
+    train = INITS[wc.init].train_params
+    return shlex.quote(gridlib.as_json({k: train[k] for k in finetune_grid.INIT_DATA_KEYS if k in train}))
+
+
+def run_control(wc):
+    """Settings that change how a job runs, not what it computes: passed as resources (reruns nothing)."""
+    return int((config.get("train") or {}).get("checkpoint_every", 0))
+
+
+def semantic_train(wc):
+    train = {k: v for k, v in cell(wc).train_params.items() if k != "checkpoint_every"}
+    return shlex.quote(gridlib.as_json(train))
+
+
 rule init_adapter:
-    """Data-driven initialisation (EVA, CorDA) from training batches, cached per model × task × seed:
-    retraining a cell with other training settings reuses it."""
+    """Data-driven initialisation (EVA, CorDA) from training batches, cached per model × task × seed ×
+    batches: retraining a cell with other training settings reuses it."""
     output:
         INIT_FILE,
     log:
-        f"{CELL_DIR}/init.log",
+        f"{RESULTS}/inits/{{init}}/init.log",
     params:
-        method=lambda wc: cell(wc).method,
-        model=lambda wc: shlex.quote(cell(wc).model_source),
-        method_params=lambda wc: shlex.quote(gridlib.as_json(cell(wc).method_params)),
+        method=lambda wc: INITS[wc.init].method,
+        model=lambda wc: shlex.quote(INITS[wc.init].model_source),
+        task=lambda wc: INITS[wc.init].task,
+        seed=lambda wc: INITS[wc.init].seed,
+        method_params=lambda wc: shlex.quote(gridlib.as_json(INITS[wc.init].method_params)),
         train_params=init_train_params,
         data_dir=data_dir_flag(),
         python=PYTHON,
@@ -22,13 +61,14 @@ rule init_adapter:
         "../../envs/adaptbench.yaml"
     shell:
         "{params.python} -m adaptbench init --method {params.method} --model {params.model}"
-        " --task {wildcards.task} --seed {wildcards.seed} --method-params {params.method_params}"
+        " --task {params.task} --seed {params.seed} --method-params {params.method_params}"
         " --train-params {params.train_params} {params.data_dir} --threads {threads} --out {output}"
         " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 2; }}"
 
 
 rule finetune:
-    """Fine-tune one cell; writes the trainable tensors and the training log."""
+    """Fine-tune one cell; writes the trainable tensors and the training log. Killed or preempted, it
+    leaves resume.pt and a rerun continues from it."""
     input:
         init=init_input,
     output:
@@ -37,10 +77,13 @@ rule finetune:
     log:
         f"{CELL_DIR}/train.log",
     params:
+        label=lambda wc: shlex.quote(cell(wc).label),
         method=lambda wc: cell(wc).method,
         model=lambda wc: shlex.quote(cell(wc).model_source),
+        task=lambda wc: cell(wc).task,
+        seed=lambda wc: cell(wc).seed,
         method_params=lambda wc: shlex.quote(gridlib.as_json(cell(wc).method_params)),
-        train_params=lambda wc: shlex.quote(gridlib.as_json(cell(wc).train_params)),
+        train_params=semantic_train,
         data_dir=data_dir_flag(),
         init=lambda wc, input: f"--init {shlex.quote(input.init[0])}" if input.init else "",
         python=PYTHON,
@@ -49,12 +92,39 @@ rule finetune:
         mem_mb=rule_resource("train", "mem_mb"),
         runtime=runtime_for("train"),
         gpu=rule_resource("train", "gpu"),
+        checkpoint_every=run_control,
         **site_resources("train"),
     conda:
         "../../envs/adaptbench.yaml"
     shell:
-        "{params.python} -m adaptbench train {params.init} --method {params.method} --label {wildcards.method}"
-        " --model {params.model} --task {wildcards.task} --seed {wildcards.seed}"
+        "{params.python} -m adaptbench train {params.init} --method {params.method} --label {params.label}"
+        " --model {params.model} --task {params.task} --seed {params.seed}"
         " --method-params {params.method_params} --train-params {params.train_params}"
+        " --checkpoint-every {resources.checkpoint_every} --no-progress"
         " {params.data_dir} --threads {threads} --out $(dirname {output.log_json}) > {log} 2>&1"
         " || {{ tail -n 1 {log} >&2; exit 2; }}"
+
+
+rule evaluate_glue:
+    """Score the trained cell (merged where the method allows) → result.json."""
+    input:
+        checkpoint=f"{CELL_DIR}/checkpoint.pt",
+        log_json=f"{CELL_DIR}/train.json",
+    output:
+        f"{CELL_DIR}/result.json",
+    log:
+        f"{CELL_DIR}/evaluate.log",
+    params:
+        data_dir=data_dir_flag(),
+        python=PYTHON,
+    threads: rule_resource("evaluate", "threads")
+    resources:
+        mem_mb=rule_resource("evaluate", "mem_mb"),
+        runtime=runtime_for("evaluate"),
+        gpu=rule_resource("evaluate", "gpu"),
+        **site_resources("evaluate"),
+    conda:
+        "../../envs/adaptbench.yaml"
+    shell:
+        "{params.python} -m adaptbench evaluate --train-dir $(dirname {input.log_json}) --out {output}"
+        " {params.data_dir} --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 2; }}"

@@ -6,9 +6,13 @@ rule pretrain:
     log:
         f"{CELL_DIR}/pretrain.log",
     params:
+        label=lambda wc: shlex.quote(cell(wc).label),
         optimizer=lambda wc: cell(wc).method,
         optimizer_params=lambda wc: shlex.quote(gridlib.as_json(cell(wc).method_params)),
         train_params=lambda wc: shlex.quote(gridlib.as_json(cell(wc).train_params)),
+        size=lambda wc: cell(wc).model,
+        corpus=lambda wc: cell(wc).task,
+        seed=lambda wc: cell(wc).seed,
         data_dir=data_dir_flag(),
         tokenizer=f"--tokenizer {shlex.quote(str(config['tokenizer']))}" if config.get("tokenizer") else "",
         python=PYTHON,
@@ -21,9 +25,7 @@ rule pretrain:
     conda:
         "../../envs/adaptbench.yaml"
     shell:
-        "{params.python} -m adaptbench pretrain --optimizer {params.optimizer} --label {wildcards.method}"
-        " --optimizer-params {params.optimizer_params} --model-size {wildcards.model} --corpus {wildcards.task}"
-        " --seed {wildcards.seed} --train-params {params.train_params} {params.data_dir} {params.tokenizer}"
+        "{params.python} -m adaptbench pretrain --optimizer {params.optimizer} --label {params.label}"
+        " --optimizer-params {params.optimizer_params} --model-size {params.size} --corpus {params.corpus}"
+        " --seed {params.seed} --train-params {params.train_params} {params.data_dir} {params.tokenizer}"
         " --threads {threads} --out $(dirname {output}) > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 2; }}"
-
-

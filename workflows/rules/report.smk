@@ -1,30 +1,32 @@
+# Every track: the grid's records → one tidy table → the track's report.
 localrules: collate_results, report_tables
 
 
 rule collate_results:
-    """Every cell's result.json → one tidy CSV."""
+    """The grid's index + its cells' result.json → one tidy CSV (one row per cell × metric)."""
     input:
-        result_files(),
+        index=f"{GRID_DIR}/index.json",
+        results=result_files(),
     output:
-        f"{RESULTS}/{GRID}/cells.csv",
+        f"{GRID_DIR}/tidy.csv",
     log:
-        f"{RESULTS}/{GRID}/collate.log",
+        f"{GRID_DIR}/collate.log",
     params:
         python=PYTHON,
     conda:
         "../../envs/adaptbench.yaml"
     shell:
-        "{params.python} -m adaptbench collate {input} --out {output} > {log} 2>&1"
+        "{params.python} -m adaptbench collate --index {input.index} --out {output} > {log} 2>&1"
 
 
 rule report_tables:
     """Tables in the papers' layout (md/csv/tex), claims side by side, plots."""
     input:
-        cells=f"{RESULTS}/{GRID}/cells.csv",
+        cells=f"{GRID_DIR}/tidy.csv",
     output:
         f"{REPORTS}/{GRID}/README.md",
     log:
-        f"{RESULTS}/{GRID}/report.log",
+        f"{GRID_DIR}/report.log",
     params:
         grid_json=shlex.quote(gridlib.as_json(config)),
         unavailable=shlex.quote(gridlib.as_json(UNAVAILABLE)),

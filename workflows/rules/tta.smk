@@ -1,16 +1,27 @@
-# Test-time adaptation: train each source model once → adapt on every scenario's stream → tables.
-localrules: collate_tta, report_tta
+# Test-time adaptation: train each source model once → adapt on every scenario's stream.
+from adaptbench.tta import grid as ttagrid
+
+TTA_SOURCES = ttagrid.sources(config)
+SOURCE_KEYS = {ttagrid.source_key(s): s for s in TTA_SOURCES.values()}
+SOURCE_DIR = f"{RESULTS}/sources/{{source}}"
+
+wildcard_constraints:
+    source=r"[0-9a-f]{16}",
+
+
+def source_of(wc):
+    return TTA_SOURCES[cell(wc).source]
 
 
 rule train_source:
     """The source model a TTA stream starts from: an image classifier trained on clean digits/MNIST,
-    or MiniLM fine-tuned on a sentence task (the fine-tuning job itself)."""
+    or MiniLM fine-tuned on a sentence task (the fine-tuning job itself). Shared by every grid."""
     output:
         f"{SOURCE_DIR}/source.json",
     log:
         f"{SOURCE_DIR}/source.log",
     params:
-        source=lambda wc: shlex.quote(gridlib.as_json(TTA_SOURCES[wc.source])),
+        source=lambda wc: shlex.quote(gridlib.as_json(SOURCE_KEYS[wc.source])),
         python=PYTHON,
     threads: rule_resource("source", "threads")
     resources:
@@ -28,18 +39,20 @@ rule train_source:
 rule adapt_stream:
     """One method × source × scenario × seed: online predictions over every shift → result.json."""
     input:
-        f"{SOURCE_DIR}/source.json",
+        lambda wc: f"{RESULTS}/sources/{ttagrid.source_key(source_of(wc))}/source.json",
     output:
-        f"{TTA_CELL_DIR}/result.json",
+        f"{CELL_DIR}/result.json",
     log:
-        f"{TTA_CELL_DIR}/adapt.log",
+        f"{CELL_DIR}/adapt.log",
     params:
-        method=lambda wc: tta_cell(wc).method,
-        method_params=lambda wc: shlex.quote(gridlib.as_json(tta_cell(wc).method_params)),
-        source=lambda wc: shlex.quote(gridlib.as_json(TTA_SOURCES[wc.source])),
-        scenario=lambda wc: shlex.quote(gridlib.as_json(TTA_SCENARIOS[wc.scenario])),
-        shifts=lambda wc: shlex.quote(gridlib.as_json(ttagrid.shifts_for(config, TTA_SOURCES[wc.source]))),
+        label=lambda wc: shlex.quote(cell(wc).label),
+        method=lambda wc: cell(wc).method,
+        method_params=lambda wc: shlex.quote(gridlib.as_json(cell(wc).method_params)),
+        source=lambda wc: shlex.quote(gridlib.as_json(source_of(wc))),
+        scenario=lambda wc: shlex.quote(gridlib.as_json(cell(wc).config["scenario"])),
+        shifts=lambda wc: shlex.quote(gridlib.as_json(list(cell(wc).shifts))),
         severities=shlex.quote(gridlib.as_json(config.get("severities", [5]))),
+        seed=lambda wc: cell(wc).seed,
         python=PYTHON,
     threads: rule_resource("adapt", "threads")
     resources:
@@ -50,44 +63,8 @@ rule adapt_stream:
     conda:
         "../../envs/adaptbench.yaml"
     shell:
-        "{params.python} -m adaptbench adapt --method {params.method} --label {wildcards.method}"
+        "{params.python} -m adaptbench adapt --method {params.method} --label {params.label}"
         " --method-params {params.method_params} --source {params.source} --source-dir $(dirname {input})"
         " --scenario {params.scenario} --shifts {params.shifts} --severities {params.severities}"
-        " --seed {wildcards.seed} --threads {threads} --out {output} > {log} 2>&1"
+        " --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
         " || {{ tail -n 1 {log} >&2; exit 2; }}"
-
-
-rule collate_tta:
-    """Every TTA cell's result.json → one tidy CSV (one row per cell × shift × severity)."""
-    input:
-        tta_results(),
-    output:
-        f"{RESULTS}/{GRID}/tta_cells.csv",
-    log:
-        f"{RESULTS}/{GRID}/collate.log",
-    params:
-        python=PYTHON,
-    conda:
-        "../../envs/adaptbench.yaml"
-    shell:
-        "{params.python} -m adaptbench tta-collate {input} --out {output} > {log} 2>&1"
-
-
-rule report_tta:
-    """Tables in the TTA papers' layout (methods × shifts, mean), error-vs-severity plots, orderings."""
-    input:
-        f"{RESULTS}/{GRID}/tta_cells.csv",
-    output:
-        f"{REPORTS}/{GRID}/README.md",
-    log:
-        f"{RESULTS}/{GRID}/report.log",
-    params:
-        grid_json=shlex.quote(gridlib.as_json(config)),
-        unavailable=shlex.quote(gridlib.as_json(TTA_UNAVAILABLE)),
-        out_dir=lambda wc, output: os.path.dirname(output[0]),
-        python=PYTHON,
-    conda:
-        "../../envs/adaptbench.yaml"
-    shell:
-        "{params.python} -m adaptbench tta-report --cells {input} --grid-json {params.grid_json}"
-        " --unavailable {params.unavailable} --out-dir {params.out_dir} > {log} 2>&1"

@@ -9,7 +9,7 @@ import torch
 from adaptbench import tasks
 from adaptbench.protocol import optimizer_state_bytes
 from adaptbench.registry import get_method
-from adaptbench.train import build_model, trainable_state
+from adaptbench.build import build_model, trainable_state
 from methods.optimizers.gradnormlorp import (GradNormLoRPAdamW, WeightNormLinear, codebook, dequantize, merge,
                                              quantize)
 
@@ -164,6 +164,31 @@ def test_eight_bit_tracks_32_bit_and_stores_one_byte_per_moment():
     assert all(s["exp_avg"].dtype == torch.uint8 for s in opts[1].state.values())
     assert optimizer_state_bytes(opts[1]) == eight + projectors
     assert optimizer_state_bytes(opts[0]) == fp32 + projectors
+
+
+
+def test_eight_bit_state_stays_one_byte_per_moment_through_a_checkpoint():
+    # torch's Optimizer.load_state_dict casts state tensors to the parameter's dtype; the codes must come back uint8
+    x = torch.randn(16, 6)
+
+    def build():
+        net = method(rank=2, eight_bit=True).prepare_model(toy())
+        return net, method(rank=2, eight_bit=True).build(net.named_parameters(), 1e-3, 0.0)
+
+    net, opt = build()
+    net(x).pow(2).sum().backward()
+    opt.step(), opt.zero_grad()
+    saved = (copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict()), optimizer_state_bytes(opt))
+    fresh, fresh_opt = build()
+    fresh.load_state_dict(saved[0])
+    fresh_opt.load_state_dict(saved[1])
+    assert all(s["exp_avg"].dtype == s["exp_avg_sq"].dtype == torch.uint8 for s in fresh_opt.state.values())
+    assert optimizer_state_bytes(fresh_opt) == saved[2]
+    for n, o in ((net, opt), (fresh, fresh_opt)):
+        n(x).pow(2).sum().backward()
+        o.step()
+    for a, b in zip(net.parameters(), fresh.parameters()):
+        assert torch.equal(a, b)
 
 
 def test_merge_and_evaluator_rebuild_give_the_trained_function():

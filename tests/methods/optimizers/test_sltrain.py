@@ -9,7 +9,7 @@ import torch
 from adaptbench import tasks
 from adaptbench.protocol import optimizer_state_bytes
 from adaptbench.registry import get_method
-from adaptbench.train import build_model, trainable_state
+from adaptbench.build import build_model, trainable_state
 from methods.optimizers.sltrain import SLTrainLinear, sltrain_parameter_count
 
 LR = 1e-2
@@ -56,6 +56,16 @@ def test_init_and_forward_follow_the_parameterisation():
     with torch.no_grad():
         layer.lora_B.normal_()
     torch.testing.assert_close(layer(x), x @ dense_by_hand(layer).T + layer.bias)
+
+
+
+def test_the_pretrained_bias_is_kept_not_reinitialised():
+    base = toy()
+    biases = [base[i].bias for i in (0, 2)]
+    values = [b.detach().clone() for b in biases]
+    net = method().prepare_model(base)
+    for i, bias, value in zip((0, 2), biases, values):
+        assert net[i].bias is bias and torch.equal(net[i].bias, value)  # documented deviation (sltrain.py)
 
 
 def test_support_is_fixed_and_only_values_and_factors_train():

@@ -5,7 +5,7 @@ by the C4 validation perplexity of small LLaMA models trained from scratch. This
 at any scale: seed → corpus (train/validation documents) → tokeniser → packed sequences → model (an
 optimizer method may re-parameterise it, e.g. SLTrain) → optimizer → steps with linear warmup and
 cosine decay, evaluating ``ppl = exp(mean token NLL)`` on the held-out documents at step 0, every
-``eval_every`` steps and at the end → ``result.json`` (the evaluate job's schema, so collate reads it).
+``eval_every`` steps and at the end → ``result.json`` (adaptbench's one record, ``results.make_record``).
 
 Setting (GaLore App. C.1 and Table 5; reference github.com/jiaweizzhao/GaLore@8460814, torchrun_main.py,
 configs/llama_*.json, scripts/benchmark_c4/*.sh):
@@ -35,98 +35,16 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from adaptbench.config import TrainConfig
-from adaptbench.results import SCHEMA_VERSION, atomic_write_json, config_hash, git_state, package_versions
+from adaptbench.results import atomic_write_json, folder_name, make_record, metric
 from adaptbench.tasks import corpora
+from adaptbench.tracks.pretrain.grid import TRACK, cell_config
+from adaptbench.tracks.pretrain.settings import MODEL_SIZES, PROTOCOL_KEYS, PretrainConfig, get_size
 
 ADAMW_PAPER = {"title": "Decoupled Weight Decay Regularization", "arxiv": "1711.05101"}
-
-
-@dataclass(frozen=True)
-class ModelSize:
-    hidden_size: int
-    intermediate_size: int
-    num_attention_heads: int
-    num_hidden_layers: int
-    source: str
-
-
-MODEL_SIZES = {
-    # GaLore App. C.1 Table 5 = configs/llama_{60m,130m,350m,1b}.json (vocab 32000 there)
-    "llama_60m": ModelSize(512, 1376, 8, 8, "GaLore Table 5; configs/llama_60m.json"),
-    "llama_130m": ModelSize(768, 2048, 12, 12, "GaLore Table 5; configs/llama_130m.json"),
-    "llama_350m": ModelSize(1024, 2736, 16, 24, "GaLore Table 5; configs/llama_350m.json"),
-    "llama_1b": ModelSize(2048, 5461, 32, 24, "configs/llama_1b.json (Table 5 swaps heads and layers)"),
-    # CPU sizes (ours): the 60M model's ratios (intermediate = 2.6875·hidden, head size 32-64), fewer layers
-    "llama_tiny": ModelSize(128, 344, 4, 4, "adaptbench CPU size: ~0.8M non-embedding parameters"),
-    "llama_mini": ModelSize(256, 688, 8, 4, "adaptbench CPU size: ~3.2M non-embedding parameters"),
-}
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """The ``train:`` settings of a pretraining cell; defaults are GaLore's LLaMA-60M run."""
-
-    steps: int = 10_000  # Table 5: 10K (60M), 20K (130M), 60K (350M), 100K (1B)
-    batch_size: int = 512  # sequences per step: 131K tokens / 256 (App. C.1; scripts --total_batch_size 512)
-    seq_len: int = 256  # App. C.1: "max sequence length of 256 for all models"
-    lr: float = 1e-3  # App. C.1: tuned from {1e-2, 5e-3, 1e-3, 5e-4, 1e-4}; full-rank "usually ≤ 0.001"
-    warmup_ratio: float = 0.1  # App. C.1: warmup over the first 10% of the training steps
-    min_lr_ratio: float = 0.1  # App. C.1: cosine annealing to 10% of the initial learning rate
-    weight_decay: float = 0.0  # scripts/benchmark_c4/*.sh: --weight_decay 0
-    max_grad_norm: float = 1.0  # 0 disables clipping (GaLore's scripts: --grad_clipping 0.0)
-    eval_every: int = 1000  # scripts/benchmark_c4/*.sh: --eval_every 1000
-    eval_batches: int | None = None  # validation batches per evaluation; None: every validation sequence
-    max_docs: int | None = None  # cap on training documents (a deterministic subset fixed by data_seed)
-    data_seed: int = 0  # which documents are held out / subsampled: the same for every method and seed
-
-    def __post_init__(self):
-        for name in ("steps", "batch_size", "seq_len", "eval_every"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"train.{name} must be a positive integer, got {value!r}")
-        for name in ("eval_batches", "max_docs"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"train.{name} must be a positive integer or null, got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"train.lr must be > 0, got {self.lr!r}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
-        if self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise ValueError("train.weight_decay and train.max_grad_norm must be >= 0")
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "PretrainConfig":
-        d = dict(d or {})
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - valid)
-        if unknown:
-            optimizer_keys = {"optimizer", "optimizer_params"} & set(d)
-            hint = " (set the optimizer with --optimizer/--optimizer-params)" if optimizer_keys else ""
-            raise ValueError(f"train: unknown setting(s) {unknown}; valid: {sorted(valid)}{hint}")
-        for key in ("lr", "weight_decay", "min_lr_ratio", "warmup_ratio", "max_grad_norm"):
-            if isinstance(d.get(key), str):  # YAML 1.1 reads "1e-3" as a string
-                try:
-                    d[key] = float(d[key])
-                except ValueError:
-                    raise ValueError(f"train.{key} must be a number, got {d[key]!r}") from None
-        return cls(**d)
-
-
-def get_size(name: str) -> ModelSize:
-    if name not in MODEL_SIZES:
-        import difflib
-
-        close = difflib.get_close_matches(name, MODEL_SIZES, n=3)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise KeyError(f"Unknown model size '{name}'.{hint} Available: {', '.join(MODEL_SIZES)}")
-    return MODEL_SIZES[name]
 
 
 def llama_config(size: str, vocab_size: int, seq_len: int = 256, eos_id: int | None = None):
@@ -218,7 +136,7 @@ def pretrain(*, model_size: str, corpus: str, seed: int, out_dir: str | Path, tr
     from adaptbench import models
     from adaptbench.protocol import optimizer_state_bytes
     from adaptbench.registry import get_method
-    from adaptbench.train import build_optimizer, optimizer_method, peak_memory_bytes, pick_device, seed_everything
+    from adaptbench.build import build_optimizer, optimizer_method, peak_memory_bytes, pick_device, seed_everything
 
     t_start = time.time()
     out_dir = Path(out_dir)
@@ -291,20 +209,28 @@ def pretrain(*, model_size: str, corpus: str, seed: int, out_dir: str | Path, tr
     train_seconds = time.time() - t0 - eval_seconds  # optimisation steps only: tokens/s compares optimizers
 
     last, best = history[-1], min(history, key=lambda h: h["ppl"])
-    resolved = {"method": optimizer, "method_params": opt_params, "model": model_size, "task": corpus, "seed": seed,
-                "train": asdict(cfg), "data_dir": data_dir, "tokenizer": tokenizer or spec.tokenizer}
+    config = cell_config(optimizer=optimizer, optimizer_params=opt_params, size=model_size, corpus=corpus, seed=seed,
+                         train=asdict(cfg), data_dir=data_dir, tokenizer=tokenizer)
     paper = ADAMW_PAPER if opt_method is None else {"title": get_method(optimizer).paper.title,
                                                      "arxiv": get_method(optimizer).paper.arxiv}
-    result = {
-        "schema_version": SCHEMA_VERSION,
-        "status": "ok",
-        "run_info": {
-            **resolved,
+    data = {"source": source,
+            "train": {"docs": len(train_docs), "sha256": corpora.docs_sha256(train_docs),
+                      "tokens": int((train_y != -100).sum()), "windows": len(train_x)},
+            "validation": {"docs": len(val_docs), "sha256": corpora.docs_sha256(val_docs),
+                           "tokens": int((val_y != -100).sum()), "windows": len(val_x),
+                           "unk_fraction": round(unk / max(1, sum(map(len, val_ids))), 6)}}
+    protocol = {"track": TRACK, "model": model_size, "task": corpus, "task_version": spec.version,
+                "data": {k: data[k]["sha256"] for k in ("train", "validation")}, "tokenizer": tok.info,
+                "budget": {k: v for k, v in asdict(cfg).items() if k in PROTOCOL_KEYS}, "seed": seed}
+    higher = dict(spec.higher_is_better)
+    result = make_record(
+        track=TRACK, config=config, protocol=protocol,
+        run_info={
+            "method": optimizer, "method_params": opt_params, "model": model_size, "task": corpus, "seed": seed,
+            "train": asdict(cfg), "data_dir": folder_name(data_dir), "tokenizer": tokenizer or spec.tokenizer,
             "label": label or optimizer,
             "family": "optimizer",
-            "job": "pretrain",
             "paper": paper,
-            "config_hash": config_hash(resolved),
             "model_info": {"model": model_size, "source": "scratch:llama", "weights": f"random init, seed {seed}",
                            "size_source": get_size(model_size).source,
                            "config": {k: v for k, v in model.config.to_dict().items()
@@ -312,20 +238,14 @@ def pretrain(*, model_size: str, corpus: str, seed: int, out_dir: str | Path, tr
                                                "num_hidden_layers", "max_position_embeddings", "rms_norm_eps")}},
             "task_version": spec.version,
             "synthetic": spec.is_synthetic,
-            "data": {"source": source,
-                     "train": {"docs": len(train_docs), "sha256": corpora.docs_sha256(train_docs),
-                               "tokens": int((train_y != -100).sum()), "windows": len(train_x)},
-                     "validation": {"docs": len(val_docs), "sha256": corpora.docs_sha256(val_docs),
-                                    "tokens": int((val_y != -100).sum()), "windows": len(val_x),
-                                    "unk_fraction": round(unk / max(1, sum(map(len, val_ids))), 6)}},
+            "data": data,
             "tokenizer_info": tok.info,
-            "git": git_state(),
-            "packages": package_versions(),
             "device": str(dev),
             "threads": torch.get_num_threads(),
         },
-        "train_info": {
-            "status": "ok",
+        metrics={name: metric(last[name], higher.get(name, False), "validation", best=best[name])
+                 for name in ("ppl", "loss")},
+        train_info={
             "steps": cfg.steps,
             "epochs": round(tokens / max(1, int((train_y != -100).sum())), 4),  # passes over the training tokens
             "tokens_seen": tokens,
@@ -342,21 +262,18 @@ def pretrain(*, model_size: str, corpus: str, seed: int, out_dir: str | Path, tr
             "loss_curve": [round(float(np.mean(c)), 5) for c in np.array_split(np.array(losses), min(20, len(losses)))],
             "history": history,
             "best_step": best["step"],
-            "best_epoch": None,  # pretraining selects by step (best_step); kept for the collate schema
+            "best_epoch": None,  # pretraining selects by step (best_step)
         },
-        "metrics": {"last": {"ppl": last["ppl"], "loss": last["loss"]},
-                    "best": {"ppl": best["ppl"], "loss": best["loss"]}},
-        "eval_info": {"main_metric": spec.main_metric, "higher_is_better": dict(spec.higher_is_better),
-                      "selection": "last", "split": "validation", "eval_tokens": last["eval_tokens"]},
-    }
+        eval_info={"main_metric": spec.main_metric, "selection": "last", "split": "validation",
+                   "eval_tokens": last["eval_tokens"]},
+    )
     atomic_write_json(out_dir / "result.json", result)
     return result
 
 
-# ---- command line: ``python -m adaptbench pretrain`` (hooked into cli.py by the integrator) -------
+# ---- command line: ``python -m adaptbench pretrain`` (the track's command table) ------------------
 
-def add_pretrain_parser(subparsers) -> None:
-    p = subparsers.add_parser("pretrain", help="pretrain a Llama-style LM from scratch and report validation ppl")
+def add_arguments(p) -> None:
     p.add_argument("--optimizer", default="adamw", help="adamw, or a registered optimizer method (e.g. lion)")
     p.add_argument("--optimizer-params", default="{}", help="JSON object of the optimizer method's hyperparameters")
     p.add_argument("--model-size", required=True, help=f"one of {', '.join(MODEL_SIZES)}")
@@ -374,15 +291,15 @@ def add_pretrain_parser(subparsers) -> None:
     p.add_argument("--progress", action="store_true", help="show a progress bar")
 
 
-def run_pretrain(args) -> dict:
+def run(args) -> dict:
     import json
 
-    from adaptbench.cli import _json_arg
+    from adaptbench.cli import json_arg
 
     result = pretrain(model_size=args.model_size, corpus=args.corpus, seed=args.seed, out_dir=args.out,
-                      train_params=_json_arg(args.train_params, "--train-params"), optimizer=args.optimizer,
-                      optimizer_params=_json_arg(args.optimizer_params, "--optimizer-params"),
+                      train_params=json_arg(args.train_params, "--train-params"), optimizer=args.optimizer,
+                      optimizer_params=json_arg(args.optimizer_params, "--optimizer-params"),
                       data_dir=args.data_dir, tokenizer=args.tokenizer, device=args.device, threads=args.threads,
                       label=args.label, progress=args.progress)
-    print(json.dumps(result["metrics"]))
+    print(json.dumps({k: v["value"] for k, v in result["metrics"].items()}))
     return result

@@ -1,0 +1,97 @@
+"""A fine-tuning grid → cells: method entries (× the optional optimizer axis) × models × tasks × seeds.
+
+Torch-free. Settings resolve in one direction, later wins: grid ``train`` → ``task_train[task]`` →
+method entry ``train`` → its ``task_train[task]`` → optimizer entry ``train`` → its ``task_train[task]``.
+Method hyperparameters: the paper's defaults (methods/manifest.json, from the method's config dataclass)
+→ the entry's ``params`` → its ``task_params[task]``. A cell is named by the hash of ``cell_config``,
+which the job recomputes from the same inputs (tests check that the two agree).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from adaptbench import manifest, tasks
+from adaptbench.config import TrainConfig
+from adaptbench.grid import (Cell, Plan, _excluded, _unknown, data_driven_methods, method_entries, model_entries,
+                             model_key, optimizer_entries)
+from adaptbench.results import config_hash, folder_name
+
+TRACK = "finetune"
+# What the init step of a data-driven adapter reads: a new lr or epoch count reuses its cached init.
+INIT_DATA_KEYS = ("batch_size", "max_length", "max_train_samples", "subset_seed")
+
+
+def cell_config(*, method: str, method_params: dict, model: str, task: str, seed: int, train: dict,
+                data_dir: str | None) -> dict:
+    """Everything that decides what a fine-tuning cell computes (its hash names the cell)."""
+    return {"track": TRACK, "method": method, "method_params": manifest.resolve_params(method, method_params),
+            "model": model_key(model), "task": task, "task_version": tasks.get_task(task).version, "seed": seed,
+            "train": TrainConfig.from_dict(train).semantic(), "data": folder_name(data_dir)}
+
+
+def init_config(cell: Cell, data_dir: str | None) -> dict:
+    """What a data-driven init depends on: method, model, task, seed and the batches it sees."""
+    train = TrainConfig.from_dict(cell.train_params).to_dict()
+    return {"init": cell.method, "method_params": manifest.resolve_params(cell.method, cell.method_params),
+            "model": model_key(cell.model_source), "task": cell.task, "seed": cell.seed,
+            "data": folder_name(data_dir), "batches": {k: train[k] for k in INIT_DATA_KEYS}}
+
+
+def init_key(cell: Cell, data_dir: str | None) -> str | None:
+    return config_hash(init_config(cell, data_dir)) if cell.method in data_driven_methods() else None
+
+
+def plan(config: dict) -> Plan:
+    """All cells of the grid, and the tasks that cannot run with their reasons (never substituted)."""
+    methods, models = method_entries(config), model_entries(config)
+    for entry in methods.values():
+        if manifest.load()[entry["method"]]["family"] != "adapter":
+            raise manifest.unknown_method(entry["method"], "adapter", "grid: methods")
+    known = tasks.list_tasks()
+    for task in config["tasks"]:
+        if task not in known:
+            raise _unknown("task", task, known)
+    for task in config.get("task_train") or {}:
+        if task not in config["tasks"]:
+            raise ValueError(f"grid: task_train names task '{task}', which is not in the grid's tasks {config['tasks']}")
+    data_dir = config.get("data_dir")
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise ValueError(f"grid: data_dir {data_dir} is not a folder (give a GLUE-format folder, or null for the hub)")
+    unavailable = {}
+    for task in config["tasks"]:
+        reason = tasks.unavailable_reason(tasks.get_task(task), data_dir)
+        if reason:
+            unavailable[task] = reason
+    optimizers = optimizer_entries(config)
+    cells = []
+    for (method_label, entry), (opt_label, opt) in ((m, o) for m in methods.items() for o in optimizers.items()):
+        label = f"{method_label}-{opt_label}" if opt_label else method_label  # e.g. full-galore, lora-lion
+        for model, source in models.items():
+            for task in config["tasks"]:
+                if task in unavailable:
+                    continue
+                for seed in config["seeds"]:
+                    if _excluded({"method": label, "model": model, "task": task, "seed": seed,
+                                  "adapter": method_label, "optimizer": opt_label or "adamw"},
+                                 config.get("exclude") or []):
+                        continue
+                    train = {**(config.get("train") or {}), **(config.get("task_train") or {}).get(task, {}),
+                             **(entry.get("train") or {}), **(entry.get("task_train") or {}).get(task, {}),
+                             **(opt.get("train") or {}), **(opt.get("task_train") or {}).get(task, {})}
+                    if opt:
+                        train["optimizer"] = opt["optimizer"]
+                        train["optimizer_params"] = dict(opt.get("params") or {})
+                        manifest.check_params(opt["optimizer"], train["optimizer_params"], f"grid: optimizer '{opt_label}'")
+                    params = {**(entry.get("params") or {}), **(entry.get("task_params") or {}).get(task, {})}
+                    manifest.check_params(entry["method"], params, f"grid: method '{method_label}'")
+                    try:
+                        config_ = cell_config(method=entry["method"], method_params=params, model=source, task=task,
+                                              seed=int(seed), train=train, data_dir=data_dir)
+                    except ValueError as e:  # a bad training setting: name the entry it came from
+                        raise ValueError(f"grid: method '{label}', task '{task}': {e}") from None
+                    cells.append(Cell(TRACK, label, entry["method"], model, source, task, int(seed), params, train,
+                                      config_))
+    if not cells and not unavailable:
+        raise ValueError("grid: no cells to run (everything excluded)")
+    return Plan(cells, unavailable)
