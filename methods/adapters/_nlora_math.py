@@ -1,7 +1,8 @@
 """Shared math for SLoRA, NLoRA and IntTune (Guo, Chang, Wu; arXiv:2502.14482, Findings of EMNLP 2025).
 
 One paper, three registry names (slora.py, nlora.py, inttune.py); this module holds what they share so that
-none of it is duplicated. Discovery skips it because of the leading underscore.
+none of it is duplicated and none of the three imports another: the paper's metadata (PAPER), the layer, the
+Nyström initialisation and the apply step of NLoRA and IntTune. Discovery skips it because of the leading underscore.
 
 Layout. nn.Linear stores weight W (out × in) and computes x Wᵀ. The three-matrix update is, in that layout,
 
@@ -28,7 +29,18 @@ import math
 import torch
 from torch import nn
 
-from adaptbench.protocol import fold_wrapped_layers
+from adaptbench.protocol import fold_wrapped_layers, freeze_all, replace_module, target_linears
+from adaptbench.registry import Paper
+from methods.adapters._layers import AdaptedLinear, check_rank
+
+PAPER = Paper(
+    title="NLoRA: Nyström-Initiated Low-Rank Adaptation for Large Language Models",
+    arxiv="2502.14482",
+    year=2025,
+    venue="Findings of EMNLP",
+    authors="Guo, Chang, Wu",
+    code="https://github.com/TracyGuo2001/NLoRA@b086286",
+)
 
 SKETCHES = ("first_r", "gaussian")
 
@@ -48,12 +60,6 @@ def check_common(method: str, r, alpha, target_modules) -> None:
         raise ValueError(f"{method}: alpha must be > 0, got {alpha!r}")
     if not (isinstance(target_modules, tuple) and target_modules and all(isinstance(t, str) for t in target_modules)):
         raise ValueError(f"{method}: target_modules must be a non-empty list of names, got {target_modules!r}")
-
-
-def check_rank(method: str, r: int, name: str, linear: nn.Linear) -> None:
-    if r > min(linear.in_features, linear.out_features):
-        raise ValueError(f"{method}: r = {r} exceeds min(in, out) = "
-                         f"{min(linear.in_features, linear.out_features)} of '{name}'; lower r")
 
 
 def sketch_matrices(out_features: int, in_features: int, r: int, sketch: str, dtype=torch.float32):
@@ -82,35 +88,25 @@ def delta(lora_A: torch.Tensor, lora_N: torch.Tensor, lora_B: torch.Tensor, scal
     return scaling * (lora_B @ lora_N @ lora_A)
 
 
-class ThreeFactorLinear(nn.Module):
-    """y = W x + b + s · B N A x  (SLoRA's structure; NLoRA and IntTune only initialise/freeze differently)."""
+class ThreeFactorLinear(AdaptedLinear):
+    """y = W x + b + s · B N A x  (SLoRA's structure; NLoRA and IntTune only initialise/freeze differently).
+
+    Built on _layers.AdaptedLinear rather than LowRankLinear: its parameters register in the order A, N, B."""
 
     def __init__(self, base: nn.Linear, r: int, alpha: float):
-        super().__init__()
-        self.base = base
+        super().__init__(base)
         self.r, self.scaling = r, alpha / r
         dtype = base.weight.dtype
         self.lora_A = nn.Parameter(torch.empty(r, base.in_features, dtype=dtype))
         self.lora_N = nn.Parameter(torch.empty(r, r, dtype=dtype))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, dtype=dtype))
-        self.merged = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base(x)
-        if self.merged:
-            return y
+    def delta_forward(self, x: torch.Tensor) -> torch.Tensor:
         # (…, in) → (…, r) → (…, r) → (…, out): the out × in update is never materialised
-        return y + (x @ self.lora_A.T @ self.lora_N.T @ self.lora_B.T) * self.scaling
+        return (x @ self.lora_A.T @ self.lora_N.T @ self.lora_B.T) * self.scaling
 
-    @torch.no_grad()
-    def merge(self) -> None:
-        if not self.merged:
-            self.base.weight += delta(self.lora_A, self.lora_N, self.lora_B, self.scaling).to(self.base.weight.dtype)
-            self.merged = True
-
-    def merged_linear(self) -> nn.Linear:
-        self.merge()
-        return self.base
+    def delta_weight(self) -> torch.Tensor:
+        return delta(self.lora_A, self.lora_N, self.lora_B, self.scaling)
 
 
 @torch.no_grad()
@@ -134,6 +130,17 @@ def init_nystrom_(layer: ThreeFactorLinear, sketch: str, residual: bool) -> None
     layer.lora_A.copy_(R.to(weight.dtype))
     if residual:
         weight.copy_((weight.to(torch.float32) - C @ U_pinv @ R).to(weight.dtype))
+
+
+def apply_nystrom(method: str, cfg, model: nn.Module) -> nn.Module:
+    """Freeze the model and put a Nyström-initialised ThreeFactorLinear on every target (NLoRA and IntTune)."""
+    freeze_all(model)
+    for name, linear in target_linears(model, cfg.target_modules):
+        check_rank(method, cfg.r, name, linear)
+        layer = ThreeFactorLinear(linear, cfg.r, cfg.alpha)
+        init_nystrom_(layer, cfg.sketch, cfg.residual)
+        replace_module(model, name, layer)
+    return model
 
 
 def merge_layers(model: nn.Module) -> nn.Module:

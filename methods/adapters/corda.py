@@ -50,8 +50,8 @@ from torch import nn
 from adaptbench.protocol import Adapter, fold_wrapped_layers, freeze_all, replace_module, target_linears
 from adaptbench.registry import Paper, register
 from methods.adapters._layer_inputs import LayerInputs, batch_size, first_rows
-from methods.adapters.lora import LoRALinear
-from methods.adapters.pissa import factors
+from methods.adapters._layers import LowRankLinear, wrapped_layers
+from methods.adapters._svd_math import factors
 
 MODES = ("kpm", "ipm")
 
@@ -139,13 +139,13 @@ def components(U: torch.Tensor, S: torch.Tensor, Vh_hat: torch.Tensor, r: int, m
     return U[:, keep], S[keep], Vh_hat[keep]
 
 
-def effective_weight(layer: LoRALinear) -> torch.Tensor:
+def effective_weight(layer: LowRankLinear) -> torch.Tensor:
     """W' + s·B A in float32 (= W on a freshly wrapped layer, where B = 0)."""
     return layer.base.weight.float() + layer.scaling * (layer.lora_B.float() @ layer.lora_A.float())
 
 
 @torch.no_grad()
-def install_(layer: LoRALinear, lora_A: torch.Tensor, lora_B: torch.Tensor) -> None:
+def install_(layer: LowRankLinear, lora_A: torch.Tensor, lora_B: torch.Tensor) -> None:
     """Eq. (4)–(5): (A, B) into the adapter and W' = W − s·B A into the frozen weight."""
     w = layer.base.weight
     if lora_A.shape != layer.lora_A.shape or lora_B.shape != layer.lora_B.shape:
@@ -156,10 +156,6 @@ def install_(layer: LoRALinear, lora_A: torch.Tensor, lora_B: torch.Tensor) -> N
     layer.lora_A.copy_(lora_A.to(w.dtype))
     layer.lora_B.copy_(lora_B.to(w.dtype))
     w.copy_((W - layer.scaling * lora_B @ lora_A).to(w.dtype))
-
-
-def wrapped_layers(model: nn.Module) -> dict[str, LoRALinear]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
 @register(
@@ -187,13 +183,13 @@ class CorDA(Adapter):
         for name, linear in target_linears(model, c.target_modules):
             r = min(c.r, linear.in_features, linear.out_features)
             alpha = float(r) if c.alpha is None else c.alpha
-            replace_module(model, name, LoRALinear(linear, r, alpha, dropout=0.0, init_a="kaiming_uniform"))
+            replace_module(model, name, LowRankLinear(linear, r, alpha, dropout=0.0, init_a="kaiming_uniform"))
         return model
 
     def init_state(self, model: nn.Module, batches) -> dict[str, torch.Tensor]:
         """Covariances → damped inverse → context-oriented SVD → the chosen components as (A, B) per layer."""
         c = self.cfg
-        layers = wrapped_layers(model)
+        layers = dict(wrapped_layers(model, LowRankLinear))
         C = covariances(model, layers, batches, c.num_samples)
         state = {}
         with torch.no_grad():
@@ -205,7 +201,7 @@ class CorDA(Adapter):
         return state
 
     def load_init_state(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-        for name, layer in wrapped_layers(model).items():
+        for name, layer in wrapped_layers(model, LowRankLinear):
             keys = (f"{name}.lora_A", f"{name}.lora_B")
             if not all(k in state for k in keys):
                 raise ValueError(f"corda: init state has no tensors for '{name}'; recompute it for this model")
@@ -213,4 +209,4 @@ class CorDA(Adapter):
 
     def merge(self, model: nn.Module) -> nn.Module:
         """W' + s·B A folded into one plain nn.Linear per adapted layer."""
-        return fold_wrapped_layers(model, LoRALinear)
+        return fold_wrapped_layers(model, LowRankLinear)

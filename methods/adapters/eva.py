@@ -47,8 +47,7 @@ from adaptbench.protocol import Adapter, fold_wrapped_layers, freeze_all, replac
 from adaptbench.registry import Paper, register
 from methods.adapters._eva_math import allocate_ranks, converged, explained_variance_ratio, isvd_update
 from methods.adapters._layer_inputs import LayerInputs
-from methods.adapters.corda import wrapped_layers
-from methods.adapters.lora import LoRALinear
+from methods.adapters._layers import LowRankLinear, wrapped_layers
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,7 @@ def fingerprint(rows: torch.Tensor) -> torch.Tensor:
     return rows.double() @ p.to(rows.device)
 
 
-def fit_components(model: nn.Module, layers: dict[str, LoRALinear], batches, c: EVAConfig):
+def fit_components(model: nn.Module, layers: dict[str, LowRankLinear], batches, c: EVAConfig):
     """Alg. 1: every layer's converged incremental SVD (shared by layers with identical inputs) and its
     allotted rank r_l; A_l = svd[name].Vh[:r_l]. Returns ({name: IncrementalSVD}, {name: r_l})."""
     k = {name: min(round(c.r * c.rho), m.base.in_features) for name, m in layers.items()}
@@ -142,7 +141,7 @@ def fit_components(model: nn.Module, layers: dict[str, LoRALinear], batches, c: 
 
 
 @torch.no_grad()
-def install_(model: nn.Module, name: str, layer: LoRALinear, lora_A: torch.Tensor) -> None:
+def install_(model: nn.Module, name: str, layer: LowRankLinear, lora_A: torch.Tensor) -> None:
     """Thm 3.1: A = the allotted right-singular vectors (r_l, d_in), B = 0 (d_out, r_l); r_l = 0 → plain layer."""
     w = layer.base.weight
     if lora_A.ndim != 2 or lora_A.shape[1] != w.shape[1]:
@@ -177,19 +176,19 @@ class EVA(Adapter):
         freeze_all(model)
         c = self.cfg
         for name, linear in target_linears(model, c.target_modules):
-            replace_module(model, name, LoRALinear(linear, c.r, c.alpha, dropout=0.0, init_a="kaiming_uniform"))
+            replace_module(model, name, LowRankLinear(linear, c.r, c.alpha, dropout=0.0, init_a="kaiming_uniform"))
         return model
 
     def init_state(self, model: nn.Module, batches) -> dict[str, torch.Tensor]:
-        svd, ranks = fit_components(model, wrapped_layers(model), batches, self.cfg)
+        svd, ranks = fit_components(model, dict(wrapped_layers(model, LowRankLinear)), batches, self.cfg)
         return {f"{name}.lora_A": svd[name].Vh[: ranks[name]].float().cpu() for name in svd}
 
     def load_init_state(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         """Rebuilds every wrapped layer at its allotted rank (shapes come from the state)."""
-        for name, layer in wrapped_layers(model).items():
+        for name, layer in wrapped_layers(model, LowRankLinear):
             if f"{name}.lora_A" not in state:
                 raise ValueError(f"eva: init state has no '{name}.lora_A'; recompute it for this model and config")
             install_(model, name, layer, state[f"{name}.lora_A"])
 
     def merge(self, model: nn.Module) -> nn.Module:
-        return fold_wrapped_layers(model, LoRALinear)
+        return fold_wrapped_layers(model, LowRankLinear)

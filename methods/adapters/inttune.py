@@ -28,9 +28,8 @@ from torch import nn
 
 from adaptbench.protocol import Adapter
 from adaptbench.registry import register
-from methods.adapters._nlora_math import ALL_BLOCK_LINEARS, SKETCHES, ThreeFactorLinear, check_common, merge_layers
-from methods.adapters.nlora import apply_nystrom
-from methods.adapters.slora import PAPER
+from methods.adapters._nlora_math import (ALL_BLOCK_LINEARS, PAPER, SKETCHES, ThreeFactorLinear, apply_nystrom,
+                                          check_common, merge_layers)
 
 
 @dataclass(frozen=True)

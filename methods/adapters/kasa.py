@@ -41,6 +41,7 @@ from torch import nn
 
 from adaptbench.protocol import Adapter, fold_wrapped_layers, freeze_all, replace_module, target_linears
 from adaptbench.registry import Paper, register
+from methods.adapters._layers import LowRankLinear
 
 
 @dataclass(frozen=True)
@@ -87,30 +88,23 @@ def orthogonal_regularizer(lora_A: torch.Tensor, lora_B: torch.Tensor) -> torch.
     return torch.linalg.matrix_norm(lora_B.T @ lora_B - eye) + torch.linalg.matrix_norm(lora_A @ lora_A.T - eye)
 
 
-class KaSALinear(nn.Module):
-    """y = W_world x + b + (α/r)·B diag(s) A dropout(x); ``base.weight`` holds the truncated, frozen W_world."""
+class KaSALinear(LowRankLinear):
+    """y = W_world x + b + (α/r)·B diag(s) A dropout(x); ``base.weight`` holds the truncated, frozen W_world.
+    LoRA's layer (_layers.LowRankLinear) with the trainable diagonal s between its factors."""
 
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float):
-        super().__init__()
         with torch.no_grad():
             base.weight.copy_(knowledge_truncation(base.weight, r))
-        self.base = base
-        self.scaling = alpha / r
-        dtype = base.weight.dtype
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, dtype=dtype))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, dtype=dtype))
-        self.lora_diag = nn.Parameter(torch.randn(r, dtype=dtype))
+        super().__init__(base, r, alpha, dropout, init_a=None)  # s is drawn before A; the order fixes what a seed gives
+        self.lora_diag = nn.Parameter(torch.randn(r, dtype=base.weight.dtype))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def delta_forward(self, x: torch.Tensor) -> torch.Tensor:
         # diag(s) scales the r-dim intermediate: (…, d_in) @ (d_in, r) · s @ (r, d_out)
-        return self.base(x) + ((self.dropout(x) @ self.lora_A.T) * self.lora_diag) @ self.lora_B.T * self.scaling
+        return ((self.dropout(x) @ self.lora_A.T) * self.lora_diag) @ self.lora_B.T * self.scaling
 
-    @torch.no_grad()
-    def merged_linear(self) -> nn.Linear:
-        self.base.weight += kasa_delta(self.lora_A, self.lora_B, self.lora_diag, self.scaling).to(self.base.weight.dtype)
-        return self.base
+    def delta_weight(self) -> torch.Tensor:
+        return kasa_delta(self.lora_A, self.lora_B, self.lora_diag, self.scaling)
 
 
 @register(

@@ -16,6 +16,7 @@ Implements (equation numbers are this module's own: the paper body was not reach
            completely frozen (no gradient at all) and only S trains (Fig. 1: "After t_i iterations, PMB is
            completely frozen, and only the LDA is fine-tuned");
   merge:   W_res + s·B S A is a plain weight again.
+The layer (Eq. 1–2) and the schedule (Eq. 3) live in _lamda_math.py, shared with LaMDA++ (lamda_pp.py).
 
 Symbols (nn.Linear stores Wᵀ, so the paper's row-vector A, B appear transposed): A → lamda_A (r × d_in, buffer),
 S → lamda_S (r × r), B → lamda_B (d_out × r), s → scaling = α/r (PEFT's scaling, which lamda.py multiplies in),
@@ -32,7 +33,8 @@ Deviations
     is the code's: it freezes the leading columns B[:, :t].
   - Frozen components stop exactly: their gradients are masked in the forward pass and on_step restores their
     values, so AdamW's momentum and weight decay cannot move them (the code zeroes the gradient only). The trainer
-    calls on_step after the optimizer step, so freezing takes effect from the next step.
+    calls on_step after the optimizer step, so freezing takes effect from the next step. before_step re-applies
+    the schedule for the steps already done, which restores it when training resumes from a checkpoint.
   - A completely frozen PMB is detached from the graph (its grad stays None, so the optimizer skips it, as after
     the code's requires_grad = False) but keeps requires_grad: the trainer checkpoints only requires_grad tensors,
     and a flipped flag would drop the trained B from checkpoint.pt.
@@ -46,17 +48,13 @@ Deviations
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from adaptbench.protocol import Adapter, fold_wrapped_layers, freeze_all, replace_module, target_linears
 from adaptbench.registry import Paper, register
-
-ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj",  # train_clm.py
-              "query", "key", "value", "query_proj", "key_proj", "value_proj", "intermediate.dense", "output.dense")
+from methods.adapters._lamda_math import ALL_LINEAR, LaMDALinear, check_common, freeze_after, updated_parameters
 
 
 @dataclass(frozen=True)
@@ -68,98 +66,6 @@ class LaMDAConfig:
 
     def __post_init__(self):
         check_common("lamda", self)
-
-
-def check_common(method: str, c) -> None:
-    if not (isinstance(c.r, int) and not isinstance(c.r, bool) and c.r >= 1):
-        raise ValueError(f"{method}: r must be a positive integer, got {c.r!r}")
-    if not c.alpha > 0:
-        raise ValueError(f"{method}: alpha must be > 0, got {c.alpha!r}")
-    if not 0 < c.eta <= 1:
-        raise ValueError(f"{method}: eta must be in (0, 1] (the fraction of training after which PMB is frozen), "
-                         f"got {c.eta!r}")
-    if not (isinstance(c.target_modules, tuple) and c.target_modules
-            and all(isinstance(t, str) and t for t in c.target_modules)):
-        raise ValueError(f"{method}: target_modules must be a non-empty list of module-name suffixes, "
-                         f"got {c.target_modules!r}")
-
-
-def spectral_init(weight: torch.Tensor, r: int, scaling: float):
-    """Eq. (2): from W = U Σ Vᵀ (float64): A = Vh_r (r, d_in), S = Σ_r / s (r, r), B = U_r (d_out, r) and the frozen
-    residual W − s·B S A (d_out, d_in); cast back to the weight dtype."""
-    U, S, Vh = torch.linalg.svd(weight.detach().double(), full_matrices=False)
-    A, core, B = Vh[:r], torch.diag(S[:r] / scaling), U[:, :r]
-    residual = weight.detach().double() - scaling * (B @ core @ A)
-    return tuple(t.to(weight.dtype) for t in (A, core, B, residual))
-
-
-def frozen_components(steps_done: int, total_steps: int, r: int, eta: float) -> int:
-    """Eq. (3): n(t) = min(r, ⌊r·t / t_i⌋) leading PMB components frozen after t optimizer steps, t_i = ⌈η·T⌉."""
-    t_i = max(1, math.ceil(eta * total_steps))
-    return min(r, (r * steps_done) // t_i)
-
-
-class LaMDALinear(nn.Module):
-    """y = W_res x + b + s · B S A x  (Eq. 1), A frozen, the first ``n_frozen`` columns of B frozen."""
-
-    def __init__(self, base: nn.Linear, r: int, alpha: float):
-        super().__init__()
-        self.r = min(r, base.out_features, base.in_features)
-        self.scaling = alpha / self.r
-        A, core, B, residual = spectral_init(base.weight, self.r, self.scaling)
-        with torch.no_grad():
-            base.weight.copy_(residual)
-        self.base = base
-        self.register_buffer("lamda_A", A.contiguous())  # PMA: frozen from the start
-        self.lamda_S = nn.Parameter(core)
-        self.lamda_B = nn.Parameter(B.contiguous())
-        self.register_buffer("b_frozen", torch.zeros_like(self.lamda_B), persistent=False)  # frozen columns of B
-        self.n_frozen = 0
-
-    def pmb(self) -> torch.Tensor:
-        """B with gradients only to its unfrozen columns: the forward value is B itself."""
-        if self.n_frozen == 0:
-            return self.lamda_B
-        if self.n_frozen >= self.r:  # PMB completely frozen: only S trains
-            return self.lamda_B.detach()
-        head, tail = self.lamda_B[:, : self.n_frozen], self.lamda_B[:, self.n_frozen:]
-        return torch.cat([head.detach(), tail], dim=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (…, d_in) → (…, r) → (…, r) → (…, d_out): the activations kept for backward are r-dimensional
-        return self.base(x) + (x @ self.lamda_A.T @ self.lamda_S.T @ self.pmb().T) * self.scaling
-
-    @torch.no_grad()
-    def freeze_up_to_(self, n: int) -> None:
-        """Eq. (3): restore the already frozen columns (undoing any optimizer drift), freeze columns up to n."""
-        self.lamda_B[:, : self.n_frozen] = self.b_frozen[:, : self.n_frozen]
-        if n > self.n_frozen:
-            self.b_frozen[:, self.n_frozen: n] = self.lamda_B[:, self.n_frozen: n]
-            self.n_frozen = n
-
-    def updated_parameters(self) -> int:
-        """Entries that still receive gradients: S (r²) and the unfrozen columns of B (d_out per column)."""
-        return self.lamda_S.numel() + self.lamda_B.shape[0] * (self.r - self.n_frozen)
-
-    def delta_weight(self) -> torch.Tensor:
-        return self.scaling * (self.lamda_B @ self.lamda_S @ self.lamda_A)
-
-    @torch.no_grad()
-    def merged_linear(self) -> nn.Linear:
-        self.base.weight += self.delta_weight()
-        return self.base
-
-
-def updated_parameters(model: nn.Module) -> int:
-    """Σ over LaMDA layers of the entries still being updated (the paper counts "parameter updates")."""
-    return sum(m.updated_parameters() for m in model.modules() if isinstance(m, LaMDALinear))
-
-
-def freeze_step(model: nn.Module, step: int, total_steps: int, eta: float) -> None:
-    """The trainer's ``on_step``: ``step`` optimizer steps have been taken before this one, so t = step + 1."""
-    for m in model.modules():
-        if isinstance(m, LaMDALinear):
-            m.freeze_up_to_(frozen_components(step + 1, total_steps, m.r, eta))
 
 
 @register(
@@ -184,8 +90,16 @@ class LaMDA(Adapter):
             replace_module(model, name, LaMDALinear(linear, self.cfg.r, self.cfg.alpha))
         return model
 
-    def on_step(self, model: nn.Module, step: int, total_steps: int) -> None:
-        freeze_step(model, step, total_steps, self.cfg.eta)
+    def before_step(self, model: nn.Module, step: int, total_steps: int) -> None:
+        """Eq. (3) for the ``step`` steps already done. Within a run this changes nothing (``on_step`` froze
+        them); after a resume it re-freezes the columns, since the frozen count is no tensor a checkpoint holds."""
+        freeze_after(model, step, total_steps, self.cfg.eta)
+
+    def on_step(self, model: nn.Module, step: int, total_steps: int) -> dict[str, float] | None:
+        """Eq. (3) after optimizer step ``step`` (t = step + 1); when columns froze, logs the entries still updated."""
+        if freeze_after(model, step + 1, total_steps, self.cfg.eta):
+            return {"updated_parameters": float(updated_parameters(model))}
+        return None
 
     def merge(self, model: nn.Module) -> nn.Module:
         """Fold s·B S A into W_res and put the plain nn.Linear back."""

@@ -6,7 +6,7 @@ Reference implementation: https://github.com/ArminAzizi98/LaMDA@78faf18 releases
 
 Implements (equation numbers are this module's own; the abstract says only: "a lite-weight adaptive rank
 allocation for the LoRA path via normalized spectrum analysis of pre-trained model weights")
-  Eq. (1)–(3)  LaMDA's path, spectral initialisation and gradual PMB freezing (methods/adapters/lamda.py), each
+  Eq. (1)–(3)  LaMDA's path, spectral initialisation and gradual PMB freezing (_lamda_math.py, as lamda.py), each
                layer at its own rank r_l, all layers completely frozen at the same step t_i = ⌈η·T⌉;
   Eq. (4)      normalized energy score of a target weight W_l with singular values σ_{l,1} ≥ σ_{l,2} ≥ …:
                e_l = Σ_{i ≤ r} σ_{l,i}² / Σ_i σ_{l,i}², the share of W_l's spectral energy in its top-r directions
@@ -39,7 +39,7 @@ from torch import nn
 
 from adaptbench.protocol import Adapter, fold_wrapped_layers, freeze_all, replace_module, target_linears
 from adaptbench.registry import Paper, register
-from methods.adapters.lamda import ALL_LINEAR, LaMDALinear, check_common, freeze_step
+from methods.adapters._lamda_math import ALL_LINEAR, LaMDALinear, check_common, freeze_after, updated_parameters
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,16 @@ class LaMDAPP(Adapter):
             replace_module(model, name, LaMDALinear(model.get_submodule(name), r_l, self.cfg.alpha))
         return model
 
-    def on_step(self, model: nn.Module, step: int, total_steps: int) -> None:
-        freeze_step(model, step, total_steps, self.cfg.eta)
+    def before_step(self, model: nn.Module, step: int, total_steps: int) -> None:
+        """Eq. (3) for the ``step`` steps already done. Within a run this changes nothing (``on_step`` froze
+        them); after a resume it re-freezes the columns, since the frozen count is no tensor a checkpoint holds."""
+        freeze_after(model, step, total_steps, self.cfg.eta)
+
+    def on_step(self, model: nn.Module, step: int, total_steps: int) -> dict[str, float] | None:
+        """Eq. (3) after optimizer step ``step`` (t = step + 1); when columns froze, logs the entries still updated."""
+        if freeze_after(model, step + 1, total_steps, self.cfg.eta):
+            return {"updated_parameters": float(updated_parameters(model))}
+        return None
 
     def merge(self, model: nn.Module) -> nn.Module:
         return fold_wrapped_layers(model, LaMDALinear)

@@ -25,14 +25,13 @@ Deviations
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from adaptbench.protocol import Adapter, fold_wrapped_layers, freeze_all, replace_module, target_linears
 from adaptbench.registry import Paper, register
+from methods.adapters._layers import LowRankLinear
 
 
 @dataclass(frozen=True)
@@ -54,49 +53,9 @@ class LoRAConfig:
             raise ValueError(f"lora: init_a must be 'kaiming_uniform' or 'gaussian', got {self.init_a!r}")
 
 
-def lora_delta(lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float) -> torch.Tensor:
-    """§4.2: ΔW = (α/r)·B A, shape (d_out, d_in)."""
-    return scaling * (lora_B @ lora_A)
-
-
-class LoRALinear(nn.Module):
-    """y = W0 x + b + (α/r)·B A dropout(x)  (Eq. 3)."""
-
-    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float, init_a: str):
-        super().__init__()
-        self.base = base
-        self.r, self.scaling = r, alpha / r
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, dtype=base.weight.dtype))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, dtype=base.weight.dtype))
-        if init_a == "kaiming_uniform":
-            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        else:
-            nn.init.normal_(self.lora_A, std=1.0 / r)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.merged = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base(x)
-        if self.merged:
-            return y
-        # (…, k) @ (k, r) @ (r, d): never materialises the d×k update during training
-        return y + (self.dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scaling
-
-    @torch.no_grad()
-    def merge(self) -> None:
-        if not self.merged:
-            self.base.weight += lora_delta(self.lora_A, self.lora_B, self.scaling)
-            self.merged = True
-
-    def merged_linear(self) -> nn.Linear:
-        self.merge()
-        return self.base
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        if self.merged:
-            self.base.weight -= lora_delta(self.lora_A, self.lora_B, self.scaling)
-            self.merged = False
+# Eq. (3) with the §4.1 scaling is the family's neutral layer, y = W0 x + b + (α/r)·B A dropout(x), merged as
+# W0 + (α/r)·B A (§4.2): LoRA's layer is LowRankLinear itself (methods/adapters/_layers.py).
+LoRALinear = LowRankLinear
 
 
 @register(

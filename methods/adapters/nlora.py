@@ -42,11 +42,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from adaptbench.protocol import Adapter, freeze_all, replace_module, target_linears
+from adaptbench.protocol import Adapter
 from adaptbench.registry import register
-from methods.adapters._nlora_math import (ALL_BLOCK_LINEARS, SKETCHES, ThreeFactorLinear, check_common, check_rank,
-                                          init_nystrom_, merge_layers)
-from methods.adapters.slora import PAPER
+from methods.adapters._nlora_math import ALL_BLOCK_LINEARS, PAPER, SKETCHES, apply_nystrom, check_common, merge_layers
 
 
 @dataclass(frozen=True)
@@ -63,17 +61,6 @@ class NLoRAConfig:
             raise ValueError(f"nlora: sketch must be one of {SKETCHES}, got {self.sketch!r}")
         if not isinstance(self.residual, bool):
             raise ValueError(f"nlora: residual must be true or false, got {self.residual!r}")
-
-
-def apply_nystrom(method: str, cfg, model: nn.Module) -> nn.Module:
-    """Freeze the model and put a Nyström-initialised ThreeFactorLinear on every target (NLoRA and IntTune)."""
-    freeze_all(model)
-    for name, linear in target_linears(model, cfg.target_modules):
-        check_rank(method, cfg.r, name, linear)
-        layer = ThreeFactorLinear(linear, cfg.r, cfg.alpha)
-        init_nystrom_(layer, cfg.sketch, cfg.residual)
-        replace_module(model, name, layer)
-    return model
 
 
 @register(family="adapter", paper=PAPER, config=NLoRAConfig, mergeable=True)

@@ -11,6 +11,7 @@ Implements
   §3  Y = X (W^res + A B): same architecture as LoRA, so the adapted model starts equal to the base;
   fast-SVD section: randomized SVD (Halko et al.) with ``niter`` subspace iterations (torch.svd_lowrank);
   merge: W^res + A B is a plain weight again, no inference latency.
+The SVD and the factorisation, shared with SoMA and CorDA, live in _svd_math.py; the layer is _layers.LowRankLinear.
 
 Symbols. The paper writes Y = X W with W ∈ R^{m×n} (m = in, n = out); nn.Linear stores weight = W^T of
 shape (out, in) and computes x @ weight^T. With weight = U' S V'^T (torch.linalg.svd), the paper's U is V'
@@ -38,12 +39,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from adaptbench.protocol import Adapter, fold_wrapped_layers, freeze_all, replace_module, target_linears
 from adaptbench.registry import Paper, register
-from methods.adapters.lora import LoRALinear
+from methods.adapters._layers import LowRankLinear, check_rank
+from methods.adapters._svd_math import init_from_svd_, svd
 
 
 @dataclass(frozen=True)
@@ -64,47 +65,6 @@ class PiSSAConfig:
             raise ValueError(f"pissa: target_modules must be a non-empty list of names, got {self.target_modules!r}")
         if self.niter is not None and not (isinstance(self.niter, int) and self.niter >= 0):
             raise ValueError(f"pissa: niter must be null (exact SVD) or an integer >= 0, got {self.niter!r}")
-
-
-def svd(weight: torch.Tensor, q: int, niter: int | None = None):
-    """§3: weight = U diag(S) Vh in float32, singular values in descending order.
-
-    niter=None: exact thin SVD, all min(out, in) triplets. niter=k: randomized SVD (fast-SVD section) with k
-    subspace iterations, the top q triplets only. Shapes: U (out, ·), S (·,), Vh (·, in)."""
-    w = weight.detach().to(torch.float32)
-    if niter is None:
-        return torch.linalg.svd(w, full_matrices=False)
-    U, S, V = torch.svd_lowrank(w, q=q, niter=niter)
-    return U, S, V.T
-
-
-def factors(U_r: torch.Tensor, S_r: torch.Tensor, Vh_r: torch.Tensor, scaling: float):
-    """§3: A^T = lora_A = (S_r/s)^{1/2} Vh_r (r, in);  B^T = lora_B = U_r (S_r/s)^{1/2} (out, r);  s = α/r,
-    so that s·lora_B lora_A = U_r diag(S_r) Vh_r."""
-    root = (S_r / scaling).sqrt()
-    return root[:, None] * Vh_r, U_r * root[None, :]
-
-
-@torch.no_grad()
-def init_from_svd_(layer: LoRALinear, U_r: torch.Tensor, S_r: torch.Tensor, Vh_r: torch.Tensor) -> None:
-    """§3: put the r chosen singular triplets into (lora_A, lora_B) and W^res = W − s·B A into base.weight."""
-    weight = layer.base.weight
-    lora_A, lora_B = factors(U_r, S_r, Vh_r, layer.scaling)
-    residual = weight.to(torch.float32) - layer.scaling * (lora_B @ lora_A)
-    layer.lora_A.copy_(lora_A.to(weight.dtype))
-    layer.lora_B.copy_(lora_B.to(weight.dtype))
-    weight.copy_(residual.to(weight.dtype))
-
-
-def check_rank(method: str, r: int, name: str, linear: nn.Linear) -> None:
-    if r > min(linear.in_features, linear.out_features):
-        raise ValueError(f"{method}: r = {r} exceeds min(in, out) = "
-                         f"{min(linear.in_features, linear.out_features)} of '{name}'; lower r")
-
-
-def merge_svd_layers(model: nn.Module) -> nn.Module:
-    """W^res + s·B A folded into one plain nn.Linear per adapted layer."""
-    return fold_wrapped_layers(model, LoRALinear)
 
 
 @register(
@@ -128,11 +88,13 @@ class PiSSA(Adapter):
         c = self.cfg
         for name, linear in target_linears(model, c.target_modules):
             check_rank("pissa", c.r, name, linear)
-            layer = LoRALinear(linear, c.r, c.alpha, dropout=0.0, init_a="kaiming_uniform")  # overwritten below
+            # A's Kaiming draw is overwritten below but kept: the RNG stream training continues from depends on it
+            layer = LowRankLinear(linear, c.r, c.alpha, dropout=0.0, init_a="kaiming_uniform")
             U, S, Vh = svd(linear.weight, c.r, c.niter)
             init_from_svd_(layer, U[:, : c.r], S[: c.r], Vh[: c.r])  # principal: the r largest
             replace_module(model, name, layer)
         return model
 
     def merge(self, model: nn.Module) -> nn.Module:
-        return merge_svd_layers(model)
+        """W^res + s·B A folded into one plain nn.Linear per adapted layer."""
+        return fold_wrapped_layers(model, LowRankLinear)

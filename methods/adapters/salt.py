@@ -52,6 +52,7 @@ from torch import nn
 
 from adaptbench.protocol import Adapter, fold_wrapped_layers, freeze_all, replace_module, target_linears
 from adaptbench.registry import Paper, register
+from methods.adapters._layers import AdaptedLinear
 
 
 @dataclass(frozen=True)
@@ -100,19 +101,18 @@ def regularizer(sigma_top, scale, shift, X, Y) -> torch.Tensor:
     return torch.linalg.vector_norm(scale * sigma_top + shift - sigma_top) + torch.linalg.matrix_norm(X @ Y)
 
 
-class SALTLinear(nn.Module):
+class SALTLinear(AdaptedLinear):
     """y = W x + b + U_top ΔΣ_top Vh_top x + U_res ΔΣ_res Vh_res x   (Eq. 4)."""
 
     def __init__(self, base: nn.Linear, r: int, r_lora: int, init_std: float):
-        super().__init__()
         k = min(base.out_features, base.in_features)
         if k < 2:
             raise ValueError(f"salt: a layer of shape {tuple(base.weight.shape)} has no residual subspace; "
                              f"drop it from target_modules")
+        super().__init__(base)
         self.r = min(r, k - 1)
         dtype = base.weight.dtype
         U, S, Vh = (t.to(dtype) for t in thin_svd(base.weight))
-        self.base = base
         for name, t in (("U_top", U[:, : self.r]), ("U_res", U[:, self.r:]), ("sigma_top", S[: self.r]),
                         ("sigma_res", S[self.r:]), ("Vh_top", Vh[: self.r]), ("Vh_res", Vh[self.r:])):
             self.register_buffer(name, t.contiguous())
@@ -122,12 +122,25 @@ class SALTLinear(nn.Module):
         self.salt_X = nn.Parameter(torch.randn(k - self.r, r_lora, **like) * init_std)
         self.salt_Y = nn.Parameter(torch.randn(r_lora, k - self.r, **like) * init_std)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def paths(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. (4)'s two update paths applied to x: (U_top ΔΣ_top Vh_top x, U_res ΔΣ_res Vh_res x)."""
         d_top = top_delta(self.sigma_top, self.salt_scale, self.salt_shift)
         d_res = residual_delta(self.sigma_res, self.salt_X, self.salt_Y)
         # (…, d_in) → (…, r) and (…, k−r) singular coordinates → (…, d_out); never forms a d_out×d_in matrix
         top = ((x @ self.Vh_top.T) * d_top) @ self.U_top.T
         res = (x @ self.Vh_res.T) @ d_res.T @ self.U_res.T
+        return top, res
+
+    def delta_forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, res = self.paths(x)
+        return top + res
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merged:
+            return self.base(x)
+        top, res = self.paths(x)
+        # base last and the paths added one by one: the rounding (and autograd's summation order) of Eq. (4) as first
+        # written, so a fixed seed trains to the same weights
         return self.base(x) + top + res
 
     def delta_weight(self) -> torch.Tensor:
@@ -138,11 +151,6 @@ class SALTLinear(nn.Module):
 
     def regularizer(self) -> torch.Tensor:
         return regularizer(self.sigma_top, self.salt_scale, self.salt_shift, self.salt_X, self.salt_Y)
-
-    @torch.no_grad()
-    def merged_linear(self) -> nn.Linear:
-        self.base.weight += self.delta_weight()
-        return self.base
 
 
 @register(

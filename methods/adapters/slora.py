@@ -37,18 +37,10 @@ from dataclasses import dataclass
 from torch import nn
 
 from adaptbench.protocol import Adapter, freeze_all, replace_module, target_linears
-from adaptbench.registry import Paper, register
-from methods.adapters._nlora_math import (ALL_BLOCK_LINEARS, ThreeFactorLinear, check_common, check_rank,
-                                          init_kaiming_zero_, merge_layers)
-
-PAPER = Paper(
-    title="NLoRA: Nyström-Initiated Low-Rank Adaptation for Large Language Models",
-    arxiv="2502.14482",
-    year=2025,
-    venue="Findings of EMNLP",
-    authors="Guo, Chang, Wu",
-    code="https://github.com/TracyGuo2001/NLoRA@b086286",
-)
+from adaptbench.registry import register
+from methods.adapters._layers import check_rank
+from methods.adapters._nlora_math import (ALL_BLOCK_LINEARS, PAPER, ThreeFactorLinear, check_common, init_kaiming_zero_,
+                                          merge_layers)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ Implements
 
 Symbols: r → r, α → alpha (scaling α/r as in sora.py), U_min S_min V_min^T → the last r triplets of
 torch.linalg.svd(base.weight), principal residual → base.weight, first adapted block → start_block.
-The SVD and the (A, B) factorisation are pissa.svd / pissa.init_from_svd_; only the choice of triplets differs.
+The SVD and the (A, B) factorisation are PiSSA's (_svd_math.svd / init_from_svd_, on _layers.LowRankLinear);
+only the choice of triplets differs.
 
 Defaults come from the official configs (configs/sora/sora_dinov2-L_mask2former*.py): rank 16, lora_alpha = rank,
 dropout 0, targets q, k, v, proj, fc1, fc2 (every linear layer of a ViT block), biases of the adapted layers
@@ -39,10 +40,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from adaptbench.protocol import Adapter, freeze_all, replace_module, target_linears
+from adaptbench.protocol import Adapter, fold_wrapped_layers, freeze_all, replace_module, target_linears
 from adaptbench.registry import Paper, register
-from methods.adapters.lora import LoRALinear
-from methods.adapters.pissa import check_rank, init_from_svd_, merge_svd_layers, svd
+from methods.adapters._layers import LowRankLinear, check_rank
+from methods.adapters._svd_math import init_from_svd_, svd
 
 BLOCK_INDEX = re.compile(r"(?:^|\.)(?:blocks|layer|layers|h)\.(\d+)\.")  # ViT blocks.i / BERT layer.i / GPT h.i
 
@@ -106,7 +107,8 @@ class SoMA(Adapter):
             raise ValueError(f"soma: no target layer in a block >= start_block = {c.start_block}; lower start_block")
         for name, linear in chosen:
             check_rank("soma", c.r, name, linear)
-            layer = LoRALinear(linear, c.r, c.alpha, dropout=0.0, init_a="kaiming_uniform")  # overwritten below
+            # A's Kaiming draw is overwritten below but kept: the RNG stream training continues from depends on it
+            layer = LowRankLinear(linear, c.r, c.alpha, dropout=0.0, init_a="kaiming_uniform")
             U, S, Vh = svd(linear.weight, c.r)  # exact: all triplets, descending
             init_from_svd_(layer, U[:, -c.r:], S[-c.r:], Vh[-c.r:])  # minor: the r smallest
             if c.train_bias and linear.bias is not None:
@@ -115,4 +117,5 @@ class SoMA(Adapter):
         return model
 
     def merge(self, model: nn.Module) -> nn.Module:
-        return merge_svd_layers(model)
+        """Principal residual + s·B A folded into one plain nn.Linear per adapted layer."""
+        return fold_wrapped_layers(model, LowRankLinear)

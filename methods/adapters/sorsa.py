@@ -41,6 +41,7 @@ from torch import nn
 
 from adaptbench.protocol import Adapter, fold_wrapped_layers, freeze_all, replace_module, target_linears
 from adaptbench.registry import Paper, register
+from methods.adapters._layers import AdaptedLinear
 
 ALL_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",  # Llama (README)
                "query", "key", "value", "output.dense", "intermediate.dense")  # BERT/RoBERTa analogue
@@ -83,32 +84,30 @@ def orthonormal_regularizer(U_p: torch.Tensor, Vh_p: torch.Tensor) -> torch.Tens
     return torch.linalg.matrix_norm(U_p.T @ U_p - eye) + torch.linalg.matrix_norm(Vh_p @ Vh_p.T - eye)
 
 
-class SORSALinear(nn.Module):
+class SORSALinear(AdaptedLinear):
     """y = W_r x + b + U_p diag(S_p) V_pᵀ x; W_r is the frozen ``base.weight``."""
 
     def __init__(self, base: nn.Linear, r: int):
-        super().__init__()
+        super().__init__(base)
         r = min(r, base.out_features, base.in_features)
         U_p, S_p, Vh_p, W_r = principal_split(base.weight, r)
         dtype = base.weight.dtype
         with torch.no_grad():
             base.weight.copy_(W_r.to(dtype))
-        self.base = base
         self.sorsa_U = nn.Parameter(U_p.to(dtype).contiguous())
         self.sorsa_S = nn.Parameter(S_p.to(dtype).contiguous())
         self.sorsa_Vh = nn.Parameter(Vh_p.to(dtype).contiguous())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def delta_forward(self, x: torch.Tensor) -> torch.Tensor:
         # (…, d_in) @ (d_in, r) · S @ (r, d_out): never forms the d_out×d_in product during training
-        return self.base(x) + ((x @ self.sorsa_Vh.T) * self.sorsa_S) @ self.sorsa_U.T
+        return ((x @ self.sorsa_Vh.T) * self.sorsa_S) @ self.sorsa_U.T
+
+    def delta_weight(self) -> torch.Tensor:
+        """W_p = U_p diag(S_p) V_pᵀ: merged, W_r + W_p is a plain weight again."""
+        return principal_weight(self.sorsa_U, self.sorsa_S, self.sorsa_Vh)
 
     def regularizer(self) -> torch.Tensor:
         return orthonormal_regularizer(self.sorsa_U, self.sorsa_Vh)
-
-    @torch.no_grad()
-    def merged_linear(self) -> nn.Linear:
-        self.base.weight += principal_weight(self.sorsa_U, self.sorsa_S, self.sorsa_Vh).to(self.base.weight.dtype)
-        return self.base
 
 
 @register(

@@ -39,6 +39,7 @@ from torch import nn
 
 from adaptbench.protocol import Adapter, fold_wrapped_layers, freeze_all, replace_module, target_linears
 from adaptbench.registry import Paper, register
+from methods.adapters._layers import AdaptedLinear
 
 
 @dataclass(frozen=True)
@@ -73,30 +74,27 @@ def svfit_residual(weight: torch.Tensor, U_r: torch.Tensor, sigma_r: torch.Tenso
     return weight.detach().double() - svfit_low_rank(U_r, sigma_r, Vh_r)
 
 
-class SVFitLinear(nn.Module):
+class SVFitLinear(AdaptedLinear):
     """y = W_e x + b + U_r diag(σ) V_r^T x  (Eq. 3), with only σ trainable."""
 
     def __init__(self, base: nn.Linear, r: int):
-        super().__init__()
+        super().__init__(base)
         dtype = base.weight.dtype
         self.r = min(r, *base.weight.shape)
         U_r, sigma_r, Vh_r = top_r_svd(base.weight, self.r)
         with torch.no_grad():  # the frozen base now holds W_e
             base.weight.copy_(svfit_residual(base.weight, U_r, sigma_r, Vh_r).to(dtype))
-        self.base = base
         self.register_buffer("U_r", U_r.to(dtype))
         self.register_buffer("Vh_r", Vh_r.to(dtype))
         self.svfit_sigma = nn.Parameter(sigma_r.to(dtype))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def delta_forward(self, x: torch.Tensor) -> torch.Tensor:
         # (…, d_in) @ (d_in, r) ⊙ σ @ (r, d_out): never materialises the d_out×d_in product while training
-        return self.base(x) + ((x @ self.Vh_r.T) * self.svfit_sigma) @ self.U_r.T
+        return ((x @ self.Vh_r.T) * self.svfit_sigma) @ self.U_r.T
 
-    @torch.no_grad()
-    def merged_linear(self) -> nn.Linear:
-        """Eq. (3): the plain layer with weight W_e + U_r diag(σ) V_r^T."""
-        self.base.weight += svfit_low_rank(self.U_r, self.svfit_sigma, self.Vh_r)
-        return self.base
+    def delta_weight(self) -> torch.Tensor:
+        """Eq. (3): U_r diag(σ) V_r^T, so the merged weight is W_e + U_r diag(σ) V_r^T."""
+        return svfit_low_rank(self.U_r, self.svfit_sigma, self.Vh_r)
 
 
 @register(

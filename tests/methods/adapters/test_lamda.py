@@ -1,12 +1,14 @@
 """LaMDA's mechanism (arXiv:2406.12832): y = W_res x + s·B S A x with PMA A frozen, S trainable, PMB B trainable
 and then frozen component by component (largest singular value first) until step t_i = ⌈η·T⌉."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from adaptbench.registry import get_method
-from methods.adapters.lamda import LaMDALinear, frozen_components, updated_parameters
+from methods.adapters._lamda_math import LaMDALinear, frozen_components, updated_parameters
 
 
 def lamda(**params):
@@ -149,3 +151,49 @@ def test_bad_hyperparameters_fail_with_the_field_name():
     for field, value in (("r", 0), ("alpha", 0.0), ("eta", 0.0), ("eta", 1.5), ("target_modules", ())):
         with pytest.raises(ValueError, match=f"lamda: {field} must"):
             lamda(**{field: value})
+
+
+def train_steps(model, method, opt, steps, total_steps, x, y):
+    """The training loop's hook order around each optimizer step (adaptbench/loop.py)."""
+    for step in steps:
+        method.before_step(model, step, total_steps)
+        ((model(x) - y) ** 2).mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        method.on_step(model, step, total_steps)
+
+
+@pytest.mark.parametrize("name", ["lamda", "lamda_pp"])
+def test_resuming_from_a_checkpoint_continues_the_freezing_schedule_exactly(name):
+    """A resumable checkpoint holds the trained tensors, persistent buffers and the optimizer, not the layers'
+    frozen-column count: the first step after a resume must still keep the already frozen columns of B fixed.
+    T = 12, η = 0.5 → t_i = 6; resumed after 5 steps, when ⌊4·5/6⌋ = 3 of the 4 columns are frozen."""
+    total, resume_at = 12, 5
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 16, generator=g), torch.randn(32, 12, generator=g)
+
+    def fresh():
+        model = one_linear()
+        method = get_method(name).build({"r": 4, "alpha": 4.0, "eta": 0.5, "target_modules": ("0",)})
+        method.apply(model)
+        opt = torch.optim.AdamW([model[0].lamda_S, model[0].lamda_B], lr=1e-2, weight_decay=0.1)
+        return model, method, opt
+
+    model, method, opt = fresh()
+    train_steps(model, method, opt, range(total), total, x, y)
+    straight = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    model, method, opt = fresh()
+    train_steps(model, method, opt, range(resume_at), total, x, y)
+    assert model[0].n_frozen == 3
+    tensors = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    optimizer_state, method_state = copy.deepcopy(opt.state_dict()), copy.deepcopy(method.state_dict())
+
+    model, method, opt = fresh()  # a new process: layers rebuilt, nothing frozen yet
+    model.load_state_dict(tensors, strict=False)
+    opt.load_state_dict(optimizer_state)
+    method.load_state_dict(method_state)
+    train_steps(model, method, opt, range(resume_at, total), total, x, y)
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p, straight[n]), n

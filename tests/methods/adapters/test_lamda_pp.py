@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from adaptbench.registry import get_method
-from methods.adapters.lamda import LaMDALinear
+from methods.adapters._lamda_math import LaMDALinear
 from methods.adapters.lamda_pp import allocate_ranks, energy_score
 
 

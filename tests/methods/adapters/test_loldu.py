@@ -12,7 +12,7 @@ def loldu(**params):
     return get_method("loldu").build(params)
 
 
-@pytest.mark.parametrize("sigma0", [1.0, 0.25])
+@pytest.mark.parametrize("sigma0", [1.0, 0.25, None])
 def test_starts_as_the_base_model(tiny, batch, sigma0):
     base, _ = tiny(seed=0)
     adapted, _ = tiny(seed=0)
@@ -118,11 +118,37 @@ def test_roberta_base_count_matches_table_i(train_scale, expected):
     assert round(12 * 2 * 768 / 1e6, 4) == 0.0184
 
 
+def test_default_initial_scale_is_the_reference_code_alpha_over_rank(tiny):
+    """minloldu/loldu.py@9790d90: scaling = lora_alpha / rank, with from_linear's lora_alpha = 1 and
+    default_loldu_config's rank = 768, so scaling_factor starts at 1/768 and resmat = W − (1/768)·P L_r D_r U_r."""
+    lora_alpha, rank = 1, 768  # the reference's defaults, typed in here rather than read from loldu.py
+    assert get_method("loldu").make_config().r == rank
+    model, _ = tiny()
+    W = model.get_submodule("bert.encoder.layer.0.attention.self.query").weight.detach().double().clone()
+    loldu().apply(model)
+    layer = model.get_submodule("bert.encoder.layer.0.attention.self.query")
+    assert layer.loldu_scale.item() == pytest.approx(lora_alpha / rank, rel=1e-7)
+    # tiny-bert is 32 wide, so the top-r part is all of W: P L D U = W and W_res = (1 − 1/768)·W
+    torch.testing.assert_close(layer.base.weight.double(), (1 - lora_alpha / rank) * W, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(layer.delta_weight().double(), W * lora_alpha / rank, rtol=1e-4, atol=1e-8)
+
+
+def test_default_scale_follows_the_configured_rank_and_an_explicit_sigma0_wins():
+    model = nn.Sequential(nn.Linear(16, 12))
+    loldu(r=8, target_modules=("0",)).apply(model)
+    assert model[0].loldu_scale.item() == pytest.approx(1 / 8, rel=1e-7)
+    model = nn.Sequential(nn.Linear(16, 12))
+    loldu(r=8, sigma0=1.0, target_modules=("0",)).apply(model)  # the paper's α = r (LLaMA2, ViT settings)
+    assert model[0].loldu_scale.item() == 1.0
+
+
 def test_bad_hyperparameters_fail_with_the_field_name():
     with pytest.raises(ValueError, match="loldu: r must be a positive integer"):
         loldu(r=0)
     with pytest.raises(ValueError, match="loldu: sigma0"):
         loldu(sigma0=0.0)
+    with pytest.raises(ValueError, match="loldu: sigma0"):
+        loldu(sigma0=True)
     with pytest.raises(ValueError, match="loldu: train_scale"):
         loldu(train_scale="yes")
 
