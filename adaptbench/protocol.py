@@ -13,8 +13,10 @@ optional ``prepare_model(model) -> model`` for methods that re-parameterise the 
 (SLTrain's low-rank + sparse weights, GradNormLoRP's weight normalisation), applied after the adapter.
 The trainer records ``optimizer_state_bytes`` for every run (GaLore-style claims are about it).
 TTA (methods/tta/): ``configure_model``, ``params_to_adapt``, ``forward_and_adapt(inputs) -> logits``;
-the base builds the optimizer over ``params_to_adapt`` and snapshots model and optimizer, so ``reset``
-needs no method code beyond ``reset_state`` for the method's own buffers (EMA teacher, memory bank).
+the base builds the optimizer over ``params_to_adapt`` (from ``TTAOptimConfig``, which the config of every
+method that adapts by backprop inherits) and snapshots model and optimizer, so ``reset`` needs no method code
+beyond ``reset_state`` for the method's own buffers (EMA teacher, memory bank); optional hooks
+``prepare_source`` (before ``attach``) and ``prepare_fisher`` (after it) take clean source batches.
 A TTA model maps ``inputs`` (a tensor, or a dict of tensors for text) to logits, and exposes
 ``features(inputs) -> (B, D)`` and ``classifier`` with ``model(x) == model.classifier(model.features(x))``.
 Continual (methods/continual/): ``learn_task(model, task_id, batches)``, ``predict(model, x, task_id)``.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -58,8 +61,29 @@ class Adapter:
     def load_init_state(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         raise NotImplementedError
 
-    def on_step(self, model: nn.Module, step: int, total_steps: int) -> None:
-        """Called after each optimizer step (default: nothing)."""
+    # Step hooks, called by the training loop in this order around every optimizer step. Each may
+    # return a dict of scalars (rank sampled, budget left, layers frozen ...) that the loop logs into
+    # train_info["hooks"], DomainBed-style; None logs nothing.
+    def before_step(self, model: nn.Module, step: int, total_steps: int) -> dict[str, float] | None:
+        """Before the forward pass of step ``step`` (DyLoRA samples this step's rank here)."""
+        return None
+
+    def on_gradients(self, model: nn.Module, step: int, total_steps: int) -> dict[str, float] | None:
+        """After backward and clipping, before ``optimizer.step()``: the gradients are still there
+        (AdaLoRA's sensitivity |w·∇w|)."""
+        return None
+
+    def on_step(self, model: nn.Module, step: int, total_steps: int) -> dict[str, float] | None:
+        """After ``optimizer.step()`` and ``zero_grad`` (freezing schedules, rank budgets)."""
+        return None
+
+    def state_dict(self) -> dict:
+        """The method's own mutable state beyond the model's tensors (a schedule's counters, an RNG),
+        saved in resumable checkpoints; default: none."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what ``state_dict`` returned, on resume."""
 
     def extra_loss(self, model: nn.Module) -> torch.Tensor | None:
         return None
@@ -109,15 +133,52 @@ class OptimizerMethod:
         raise NotImplementedError
 
 
+TTA_OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class TTAOptimConfig:
+    """The optimizer fields of every TTA config that adapts by backprop (Tent, EATA/ETA, SAR, CoTTA): the method's
+    config inherits them (dataclass inheritance) and overrides the defaults with its paper's setting, citing it.
+    ``TTAMethod.make_optimizer`` builds torch SGD(lr, momentum, weight_decay) or Adam(lr, betas=(beta, 0.999),
+    weight_decay) from them. A method that adapts nothing by backprop (source, bn_adapt, adanpc) does not inherit
+    them and gets no optimizer. A subclass with its own ``__post_init__`` calls ``super().__post_init__()``."""
+
+    optimizer: str = "sgd"  # one of TTA_OPTIMIZERS
+    lr: float = 1e-3
+    momentum: float = 0.9  # SGD momentum (unused by Adam)
+    weight_decay: float = 0.0
+    beta: float = 0.9  # Adam β1 (unused by SGD); β2 = 0.999
+
+    @property
+    def method_name(self) -> str:
+        """The name errors start with: the class name less "Config", lower case (TentConfig -> "tent")."""
+        return type(self).__name__.removesuffix("Config").lower()
+
+    def __post_init__(self):
+        name = self.method_name
+        if self.optimizer not in TTA_OPTIMIZERS:
+            raise ValueError(f"{name}: optimizer must be one of {TTA_OPTIMIZERS}, got {self.optimizer!r}")
+        if not self.lr > 0:
+            raise ValueError(f"{name}: lr must be > 0, got {self.lr!r}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"{name}: momentum must be in [0, 1), got {self.momentum!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"{name}: weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not 0 <= self.beta < 1:
+            raise ValueError(f"{name}: beta must be in [0, 1) (Adam β1), got {self.beta!r}")
+
+
 class TTAMethod:
     """Base for test-time adaptation: one small class per method (Tent, EATA, SAR, ...).
 
-    ``attach(model)`` configures the model, builds the optimizer over ``params_to_adapt`` from the
-    config's ``optimizer`` ("sgd" | "adam"), ``lr``, ``momentum`` and ``weight_decay`` fields (no
-    optimizer when the method adapts nothing by backprop), and snapshots both; ``reset()`` restores
-    them and calls ``reset_state()``. A method implements ``configure_model``, ``params_to_adapt`` and
-    ``forward_and_adapt(inputs) -> logits`` (predictions for the batch, made before or after its
-    update as the paper specifies); ``last_stats`` holds the step's numbers (e.g. samples kept)."""
+    ``attach(model)`` configures the model, builds the optimizer over ``params_to_adapt`` from the config's
+    ``TTAOptimConfig`` fields (no optimizer when the config does not inherit them: the method adapts nothing by
+    backprop), and snapshots both; ``reset()`` restores them and calls ``reset_state()``. A method implements
+    ``configure_model``, ``params_to_adapt`` and ``forward_and_adapt(inputs) -> logits`` (predictions for the
+    batch, made before or after its update as the paper specifies); ``last_stats`` holds the step's numbers
+    (e.g. samples kept). The stream runner calls, in this order: ``prepare_source(model, source_batches)``,
+    ``attach(model)``, ``prepare_fisher(source_batches)``, then ``forward_and_adapt`` per test batch."""
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -126,6 +187,19 @@ class TTAMethod:
         self.last_stats: dict[str, float] = {}
         self._source_state: dict | None = None
         self._optimizer_state: dict | None = None
+
+    def prepare_source(self, model: nn.Module, source_batches) -> None:
+        """Source-side statistics from clean source data, before ``attach``. The runner
+        (adaptbench/tta/streams.py ``prepare_before_attach``) calls it once per stream with the source model as
+        trained (not yet configured) and clean labelled source batches, each ``(inputs, labels)`` or a dict of
+        model inputs holding ``labels``: AdaNPC's feature memory, the Label Shift Adapter's hypernetwork.
+        Default: nothing."""
+
+    def prepare_fisher(self, batches) -> None:
+        """Statistics of the configured model on clean samples, after ``attach`` and before the first test batch:
+        EATA's Fisher information ω (Eq. 9) from clean samples. The runner (``prepare_after_attach``) passes the
+        clean source batches it gave ``prepare_source``, as ``(inputs, labels)`` pairs (the labels may be
+        ignored). Default: nothing."""
 
     def configure_model(self, model: nn.Module) -> nn.Module:
         raise NotImplementedError
@@ -140,16 +214,17 @@ class TTAMethod:
         """Restore the method's own buffers (teacher, memory, moving averages); default: none."""
 
     def make_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer | None:
-        if not params:
+        """SGD or Adam over ``params`` from the config's TTAOptimConfig fields; None for a config without them
+        (the method adapts nothing by backprop, or a base method it wraps owns the optimizer)."""
+        cfg = self.cfg
+        if not isinstance(cfg, TTAOptimConfig):
             return None
-        kind = getattr(self.cfg, "optimizer", "sgd")
-        lr = getattr(self.cfg, "lr", 1e-3)
-        wd = getattr(self.cfg, "weight_decay", 0.0)
-        if kind == "sgd":
-            return torch.optim.SGD(params, lr=lr, momentum=getattr(self.cfg, "momentum", 0.9), weight_decay=wd)
-        if kind == "adam":
-            return torch.optim.Adam(params, lr=lr, betas=(getattr(self.cfg, "beta", 0.9), 0.999), weight_decay=wd)
-        raise ValueError(f"{type(self).__name__}: optimizer must be 'sgd' or 'adam', got {kind!r}")
+        if not params:
+            raise ValueError(f"{cfg.method_name}: params_to_adapt returned no parameters for the {cfg.optimizer} "
+                             "optimizer; the model has nothing this method adapts")
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta, 0.999), weight_decay=cfg.weight_decay)
 
     def attach(self, model: nn.Module) -> None:
         self.model = self.configure_model(model)

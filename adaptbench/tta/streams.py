@@ -134,19 +134,16 @@ def open_stream(source: dict, source_dir, data_dir, shifts, seed: int, max_sampl
 
 
 def prepare_before_attach(method, stream: Stream) -> None:
-    """Source-side preparation on the source model, before ``attach`` (AdaNPC's feature memory, the
-    Label Shift Adapter's hypernetwork), with clean labelled source batches."""
-    hook = getattr(method, "prepare", None)
-    if callable(hook):
-        hook(stream.model, stream.source_batches)
+    """``TTAMethod.prepare_source``: source-side preparation on the source model, before ``attach`` (AdaNPC's
+    feature memory, the Label Shift Adapter's hypernetwork), with clean labelled source batches."""
+    method.prepare_source(stream.model, stream.source_batches)
 
 
 def prepare_after_attach(method, stream: Stream) -> None:
-    """Preparation on the configured model (EATA's Fisher information from clean samples; EATA's paper
-    uses 2000 clean test-distribution images, we use clean source-train samples: see SOURCE_BATCHES)."""
-    hook = getattr(method, "prepare_fisher", None)
-    if callable(hook):
-        hook(stream.source_batches)
+    """``TTAMethod.prepare_fisher``: preparation on the configured model (EATA's Fisher information from clean
+    samples; EATA's paper uses 2000 clean test-distribution images, we use clean source-train samples: see
+    SOURCE_BATCHES)."""
+    method.prepare_fisher(stream.source_batches)
 
 
 def train_source_job(source: dict, out_dir: str | Path, threads: int | None = None) -> dict:
@@ -164,7 +161,7 @@ def train_source_job(source: dict, out_dir: str | Path, threads: int | None = No
         train_source(source.get("arch", "cnn_bn"), source.get("dataset", "digits"), seed, out_dir,
                      data_dir=source.get("data_dir"), checkpoint=source.get("checkpoint"), **kwargs)
         return read_source_info(out_dir)
-    from adaptbench.train import train
+    from adaptbench.tracks.finetune.job import train
 
     record = train(method="full", model=source.get("model", "minilm"), task=source["task"], seed=seed,
                    out_dir=out_dir, train_params=source.get("train") or {}, data_dir=source.get("data_dir"),

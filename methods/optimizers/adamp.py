@@ -21,7 +21,7 @@ Ba 2015 Alg. 1). Learning rate and weight decay come from the grid's ``train:`` 
 
 Deviations
   - Weight decay skips biases, LayerNorm and other 1-D parameters, the convention the trainer applies
-    to its AdamW baseline (adaptbench/train.py build_optimizer), so AdamP and AdamW cells differ only
+    to its AdamW baseline (adaptbench/build.py build_optimizer), so AdamP and AdamW cells differ only
     in the update rule.
   - The step counter is a Python int, so optimizer_state_bytes counts m and v only (2× the params).
   - Alg. 2 / §3 references and "δ = 0.1 in all experiments" were not checked against the paper text here

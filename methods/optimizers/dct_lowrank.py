@@ -127,6 +127,13 @@ class DCTAdamW(torch.optim.Optimizer):
     def basis_bytes(self) -> int:
         return sum(b.numel() * b.element_size() for b in self.bases.values())
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch casts every loaded state tensor to its parameter's dtype; I indexes columns: back to long."""
+        super().load_state_dict(state_dict)
+        for state in self.state.values():
+            if "indices" in state:
+                state["indices"] = state["indices"].long()
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None

@@ -26,8 +26,11 @@ a grid sets those through ``train.optimizer_params``. β = (0.9, 0.999), ε = 1e
 Deviations
   - N = M̂/(√V̂ + ε) as written in Alg. 2 (and torch.optim.Adam); the reference computes
     lr·√(1−β2ᵗ)/(1−β1ᵗ) · M/(√V + ε) with ε = 1e-6, which differs only in where ε enters.
-  - Weight decay is applied to W_{t−1} (torch.optim.AdamW order) and skips biases and LayerNorm
-    (protocol.decay_groups, as the AdamW baseline); the reference decays after the step, every tensor.
+  - Weight decay is the trainer's ``train.weight_decay``, applied as given (λ = 0 in the paper grids:
+    galore_roberta_base_glue.yaml sets it on every GaLore entry, because the reference run_glue.py builds
+    GaLoreAdamW(param_groups, lr=...) with its default weight_decay = 0). When λ > 0 it is applied to W_{t−1}
+    (torch.optim.AdamW order) and skips biases and LayerNorm (protocol.decay_groups, as the AdamW baseline);
+    the reference decays after the step, every tensor.
   - A matrix with r ≥ min(m, n) gets plain AdamW: projecting it saves nothing (the reference would still
     rotate it). So with an adapter (LoRA factors are not targeted modules) this is AdamW on the adapter.
   - Targets use PEFT's suffix rule on the module name (the reference matches substrings; the same layers

@@ -177,6 +177,15 @@ class GradNormLoRPAdamW(torch.optim.Optimizer):
             state["exp_avg"], state["exp_avg_absmax"] = quantize(m, True, self.quant_block)
             state["exp_avg_sq"], state["exp_avg_sq_absmax"] = quantize(v, False, self.quant_block)
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch casts every loaded state tensor to its parameter's dtype; 8-bit codes go back to uint8."""
+        super().load_state_dict(state_dict)
+        if self.eight_bit:
+            for state in self.state.values():
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if key in state:
+                        state[key] = state[key].to(torch.uint8)
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None

@@ -20,7 +20,7 @@ A grid that runs Lion next to AdamW must set both accordingly.
 
 Deviations
   - Weight decay skips biases, LayerNorm and other 1-D parameters, the convention the trainer applies
-    to its AdamW baseline (adaptbench/train.py build_optimizer), so that Lion and AdamW cells differ
+    to its AdamW baseline (adaptbench/build.py build_optimizer), so that Lion and AdamW cells differ
     only in the update rule. The paper applies λ to "θ" without this distinction.
   - sign(0) = 0 (torch.sign), so a coordinate whose interpolation is exactly 0 does not move.
   - Section numbers (§1, §5) were read from secondary sources, not checked against the paper text here;

@@ -29,7 +29,8 @@ Deviations
     layers (the paper's memory claim; Alg. 1 runs AdamW for K steps per period on the active set).
     LMFlow's single Trainer optimizer keeps it; ``keep_frozen_state=True`` does the same.
   - The sampling RNG is a private torch.Generator seeded from torch.initial_seed() (the run's seed set
-    by the trainer), so dropout and data order are untouched.
+    by the trainer), so dropout and data order are untouched. Its state, the step count and the active
+    layers are part of ``state_dict()``, so a resumed run samples what the uninterrupted one would.
   - Weight decay skips biases and LayerNorm weights (protocol.decay_groups), as the AdamW baseline does.
 """
 
@@ -92,7 +93,11 @@ class LISAAdamW(torch.optim.AdamW):
 
     def resample(self) -> None:
         """Freeze every middle layer, then unfreeze γ sampled ones (frozen: no grad, no state)."""
-        self.active = sample_layers(len(self.layers), self.gamma, self.generator)
+        self.activate(sample_layers(len(self.layers), self.gamma, self.generator))
+
+    def activate(self, active: list[int]) -> None:
+        """Train the layers at positions ``active``; freeze the others and drop their grad (and state)."""
+        self.active = list(active)
         for position, params in enumerate(self.layers):
             on = position in self.active
             for p in params:
@@ -101,6 +106,22 @@ class LISAAdamW(torch.optim.AdamW):
                     p.grad = None
                     if not self.keep_frozen_state:
                         self.state.pop(p, None)
+
+    def state_dict(self) -> dict:
+        """AdamW's state plus the sampler's (steps taken, generator, active layers), so that a resumed run
+        samples the same layers at the same steps as an uninterrupted one."""
+        state = super().state_dict()
+        state["sampler"] = {"steps": self.steps, "active": list(self.active), "generator": self.generator.get_state()}
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        sampler = state_dict.pop("sampler", None)
+        super().load_state_dict(state_dict)
+        if sampler is not None:
+            self.steps = sampler["steps"]
+            self.generator.set_state(sampler["generator"])
+            self.activate(sampler["active"])
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -124,6 +145,10 @@ class LISAAdamW(torch.optim.AdamW):
     config=LISAConfig,
 )
 class LISA(OptimizerMethod):
+    # Contract test only (tests/methods/test_optimizer_contract.py): on its 2-layer model, one layer frozen and a
+    # fresh draw every step, so that the frozen-layer and resume checks see the sampling at work.
+    TEST_OVERRIDES = {"gamma": 1, "period": 1}
+
     def build(self, named_params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
         named = list(named_params)
         layers: dict[int, list[torch.nn.Parameter]] = {}

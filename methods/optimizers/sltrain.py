@@ -30,6 +30,12 @@ Deviations
     the 1-D values); the paper uses weight_decay = 0.
   - SLTrain is a pretraining parameterisation: prepare_model discards the dense W of every targeted
     layer, so on a pretrained backbone those layers restart from the SLTrain initialisation.
+  - The bias is kept, not re-initialised (documented, not implemented): the reference SpLoRaLinear draws a new
+    bias U(−1/√d_out, 1/√d_out) because it builds every layer of a model trained from scratch (its docstring:
+    "cannot be used for fine-tune"). Our grids fine-tune pretrained backbones, where the pretrained bias is the
+    only part of the layer that survives the re-parameterisation, so we keep it. On a randomly initialised
+    model (pretraining) the kept bias is nn.Linear's U(−1/√d_in, 1/√d_in): the reference's up to the scale
+    (d_in instead of d_out).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Reference implementation: https://github.com/yfzhang114/AdaNPC@29fe27a (domainbe
 domainbed/adapt_algorithms.py AdaNPC, domainbed/scripts/unsupervised_adaptation.py).
 
 Implements (§3; the paper's equation numbers were not re-checked, the reference code was)
-  memory        M = {(z_j / ‖z_j‖, y_j)}: source features with their true labels (prepare / prepare_memory)
+  memory        M = {(z_j / ‖z_j‖, y_j)}: source features with their true labels (prepare_source / prepare_memory)
   kNN vote      s_ij = ⟨z_i/‖z_i‖, m_j⟩;  N_k(i) = top-k of s_i·;  w_ij = softmax_{j∈N_k(i)}(s_ij / τ)
                 p_i(c) = min(1, Σ_{j∈N_k(i)} w_ij·[y_j = c] + ε)
   confidence    conf_i = max_c softmax(p_i)_c   (the reference's softmax over the vote scores)
@@ -14,12 +14,12 @@ Implements (§3; the paper's equation numbers were not re-checked, the reference
 
 Symbols: k → k, τ → temperature, β → beta, ε → vote_floor, M → memory_z / memory_y.
 
-Runner hook: call ``prepare(model, batches)`` (or ``prepare_memory(features, labels)``) before ``attach(model)``
-with labelled source batches, each ``(inputs, labels)`` or a dict with a ``labels`` key; ``reset()`` returns to
-that source memory.
+Runner hook: ``prepare_source(model, source_batches)`` (or ``prepare_memory(features, labels)``) before
+``attach(model)`` with labelled source batches, each ``(inputs, labels)`` or a dict with a ``labels`` key;
+``reset()`` returns to that source memory.
 
 Deviations
-  - Without a source memory (prepare never called) the method predicts with the model's own classifier and
+  - Without a source memory (prepare_source never called) the method predicts with the model's own classifier and
     appends nothing: AdaNPC degenerates to the frozen source model (last_stats["fallback"] = 1).
   - The reference memory starts with one random vector labelled 0 before the source features; we omit it.
   - k is capped at the memory size; the ε-ball variant (eps_ball ≤ 1) and AdaNPC-BN are not implemented.
@@ -114,12 +114,12 @@ class AdaNPC(TTAMethod):
         self.reset_state()
 
     @torch.no_grad()
-    def prepare(self, model: nn.Module, batches) -> None:
+    def prepare_source(self, model: nn.Module, source_batches) -> None:
         """Source memory from labelled source batches, with the features the frozen model computes at test time."""
         model.eval()
-        pairs = [split_batch(b) for b in batches]
+        pairs = [split_batch(b) for b in source_batches]
         if not pairs:
-            raise ValueError("adanpc: prepare got no batches; pass labelled source batches (inputs, labels)")
+            raise ValueError("adanpc: prepare_source got no batches; pass labelled source batches (inputs, labels)")
         self.prepare_memory(torch.cat([model.features(x) for x, _ in pairs]), torch.cat([y for _, y in pairs]))
 
     def reset_state(self) -> None:

@@ -24,7 +24,10 @@ Deviations
     centre crop; horizontal flip; noise; clip to [0, 1]) need torchvision and a known pixel range. Ours, in torch,
     for (N, C, H, W) inputs: contrast and brightness jitter, a rotation/scale/translation jitter sampled with
     border padding (≈ edge pad + crop), Gaussian noise; no flip (digits and text-like images are not mirror
-    symmetric), no blur/saturation/hue/gamma, no clipping (inputs may be normalised). Ranges are the reference's.
+    symmetric), no blur/saturation/hue/gamma, no clipping (inputs may be normalised). Ranges are the reference's;
+    the translation is RandomAffine's translate = 1/16 of the image after its edge padding by half the side,
+    i.e. up to ±1/8 of the input's side (±4 px at 32 px, ±28 px at 224 px; max_translation), drawn continuously
+    (torchvision rounds it to whole pixels) and applied after rotation and scale, as RandomAffine does.
     Other tensors (e.g. feature vectors) get the jitter and the noise only.
   - Text (dict inputs): each non-special, attended token is dropped with probability token_drop_prob, by zeroing
     its attention mask (default) or replacing it by mask_token_id. The paper has no text augmentation; this is ours.
@@ -42,25 +45,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaptbench.protocol import TTAMethod
+from adaptbench.protocol import TTAMethod, TTAOptimConfig
 from adaptbench.registry import Paper, register
 
 
+# get_tta_transforms edge-pads the image by half its side on each side (Pad(n_pixels / 2)) before RandomAffine and
+# centre-crops after it, so RandomAffine's translate fraction is of a side PAD_FACTOR times the input's.
+PAD_FACTOR = 2
+
+
 @dataclass(frozen=True)
-class CoTTAConfig:
+class CoTTAConfig(TTAOptimConfig):
+    optimizer: str = "adam"  # TTAOptimConfig; CIFAR cfgs: Adam (ImageNet-C: SGD lr 0.01)
+    lr: float = 1e-3  # CIFAR cfgs OPTIM.LR
+    momentum: float = 0.9  # SGD momentum (ImageNet cfg)
+    weight_decay: float = 0.0  # cfgs OPTIM.WD
+    beta: float = 0.9  # Adam β1, CIFAR cfgs OPTIM.BETA
     alpha_teacher: float = 0.999  # α, cfgs/cifar10/cotta.yaml MODEL_MT (all datasets)
     restore_prob: float = 0.01  # p, CIFAR10/100-C cfg RST (ImageNet-C: 0.001)
     conf_threshold: float = 0.92  # p_th, CIFAR10-C cfg AP (CIFAR100-C 0.72, ImageNet-C 0.1)
     n_augmentations: int = 32  # N, cifar/cotta.py
-    optimizer: str = "adam"  # CIFAR cfgs: Adam (ImageNet-C: SGD lr 0.01)
-    lr: float = 1e-3  # CIFAR cfgs OPTIM.LR
-    beta: float = 0.9  # Adam β1, CIFAR cfgs OPTIM.BETA
-    momentum: float = 0.9  # SGD momentum (ImageNet cfg)
-    weight_decay: float = 0.0  # cfgs OPTIM.WD
     brightness: tuple[float, float] = (0.6, 1.4)  # get_tta_transforms ColorJitterPro (non-soft)
     contrast: tuple[float, float] = (0.7, 1.3)  # idem
     rotation_deg: float = 15.0  # RandomAffine degrees
-    translate_frac: float = 1 / 16  # RandomAffine translate
+    translate_frac: float = 1 / 16  # RandomAffine translate, a fraction of the padded side: ±side/8 (4 px at 32)
     scale: tuple[float, float] = (0.9, 1.1)  # RandomAffine scale
     noise_std: float = 0.005  # GaussianNoise(0, 0.005)
     token_drop_prob: float = 0.1  # ours (text has no paper augmentation)
@@ -68,21 +76,19 @@ class CoTTAConfig:
     special_token_ids: tuple[int, ...] = (0, 101, 102, 103)  # never dropped: BERT WordPiece [PAD] [CLS] [SEP] [MASK]
 
     def __post_init__(self):
+        super().__post_init__()  # the optimizer fields
         for name in ("alpha_teacher", "restore_prob", "conf_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"cotta: {name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.n_augmentations < 1:
             raise ValueError(f"cotta: n_augmentations must be >= 1, got {self.n_augmentations!r}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"cotta: optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if not self.lr > 0:
-            raise ValueError(f"cotta: lr must be > 0, got {self.lr!r}")
         for name in ("brightness", "contrast", "scale"):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
                 raise ValueError(f"cotta: {name} must be a range (lo, hi) with 0 < lo <= hi, got {(lo, hi)!r}")
-        if self.rotation_deg < 0 or self.translate_frac < 0 or self.noise_std < 0:
-            raise ValueError("cotta: rotation_deg, translate_frac and noise_std must be >= 0")
+        for name in ("rotation_deg", "translate_frac", "noise_std"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"cotta: {name} must be >= 0, got {getattr(self, name)!r}")
         if not 0.0 <= self.token_drop_prob < 1.0:
             raise ValueError(f"cotta: token_drop_prob must be in [0, 1), got {self.token_drop_prob!r}")
 
@@ -114,6 +120,13 @@ def _uniform(n: int, lo: float, hi: float, like: torch.Tensor) -> torch.Tensor:
     return torch.rand(n, device=like.device, dtype=like.dtype) * (hi - lo) + lo
 
 
+def max_translation(translate_frac: float) -> float:
+    """RandomAffine's largest shift as a fraction of the input's side: the reference pads each side by half the
+    side, so translate_frac of the padded side is PAD_FACTOR·translate_frac of the input's (1/16 -> 1/8: ±4 px
+    for 32-px CIFAR images, ±28 px for 224-px ImageNet images; per axis, of that axis's side)."""
+    return PAD_FACTOR * translate_frac
+
+
 def augment_tensor(x: torch.Tensor, cfg: CoTTAConfig) -> torch.Tensor:
     """One random view aug_i(x) of a float batch (B, ...): contrast, brightness, affine (4-D only), noise."""
     b = x.shape[0]
@@ -124,9 +137,11 @@ def augment_tensor(x: torch.Tensor, cfg: CoTTAConfig) -> torch.Tensor:
     if x.ndim == 4:  # (B, C, H, W): rotation, scale, translation; sampling grid spans [-1, 1]
         angle = _uniform(b, -cfg.rotation_deg, cfg.rotation_deg, x) * math.pi / 180
         inv_scale = 1.0 / _uniform(b, *cfg.scale, x)
-        shift = (torch.rand(b, 2, device=x.device, dtype=x.dtype) * 2 - 1) * cfg.translate_frac * 2
         cos, sin = torch.cos(angle) * inv_scale, torch.sin(angle) * inv_scale
-        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+        a = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)  # (B, 2, 2) output -> input
+        limit = max_translation(cfg.translate_frac) * 2  # grid units: the side spans 2
+        shift = (torch.rand(b, 2, 1, device=x.device, dtype=x.dtype) * 2 - 1) * limit  # (B, 2, 1), (x, y)
+        theta = torch.cat([a, -(a @ shift)], 2)  # x_in = A·(x_out − t): the content moves by t, as RandomAffine's
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return x + cfg.noise_std * torch.randn_like(x)

@@ -47,20 +47,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaptbench.protocol import TTAMethod
+from adaptbench.protocol import TTAMethod, TTAOptimConfig
 from adaptbench.registry import Paper, register
-from methods.tta.tent import Select, check_optimizer_fields, configure_norm_adaptation, norm_affine_params, \
-    softmax_entropy
+from methods.tta.tent import Select, configure_norm_adaptation, norm_affine_params, softmax_entropy
 
 D_MARGIN_POINTS = ((10, 0.4), (1000, 0.05))  # (C, ε) the paper uses: CIFAR-10-C, ImageNet-C
 
 
 @dataclass(frozen=True)
-class EATAConfig:
-    optimizer: str = "sgd"  # main.py: SGD, momentum 0.9 (mariodoebler CIFAR-10-C: Adam 1e-3, bs 200)
+class EATAConfig(TTAOptimConfig):
+    optimizer: str = "sgd"  # TTAOptimConfig; main.py: SGD, momentum 0.9 (mariodoebler CIFAR-10-C: Adam 1e-3, bs 200)
     lr: float = 0.00025  # main.py ImageNet-C, batch size 64
     momentum: float = 0.9  # main.py
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # main.py: SGD without weight decay
     beta: float = 0.9  # Adam β1 when optimizer == "adam"
     e_margin_frac: float = 0.4  # E0 = 0.4·ln C, Eq. (3) (main.py --e_margin = ln(1000)·0.40)
     d_margin: float | None = None  # ε, Eq. (5): 0.05 ImageNet, 0.4 CIFAR-10; None → d_margin_for(C), see above
@@ -69,7 +68,7 @@ class EATAConfig:
     m_decay: float = 0.9  # δ, Eq. (4): eata.py update_model_probs keeps 0.9 of the old m
 
     def __post_init__(self):
-        check_optimizer_fields(self.method_name, self)
+        super().__post_init__()  # the optimizer fields
         if not 0 < self.e_margin_frac <= 1:
             raise ValueError(f"{self.method_name}: e_margin_frac must be in (0, 1] (E0 = frac·ln C), "
                              f"got {self.e_margin_frac!r}")

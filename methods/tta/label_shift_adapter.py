@@ -9,7 +9,7 @@ Implements (§3, reconstructed)
                 classifier delta, i.e. the parameters of a small part of the frozen source model.
   adapted head  f(x; π) = (W + ΔW)·h' + b + Δb, h' = γ ⊙ h(x) + β, h = model.features, (W, b) the source head;
                 computed as classifier(h') + ΔW·h' + Δb (equal for a linear head; any head works).
-  training      (prepare; only φ trains) on labelled source data with simulated π_t ~ Dirichlet(a·1) and the
+  training      (prepare_source; only φ trains) on labelled source data with simulated π_t ~ Dirichlet(a·1) and the
                 generalised logit-adjusted loss L = CE(f(x; π_t) + log π_s − log π_t, y), whose minimiser gives
                 softmax f(x; π_t) = p_t(y | x) under label shift (π_s: source label frequencies).
   estimate      π̂_t = m·π̂_{t−1} + (1 − m)·(1/B)·Σ_i softmax f(x_i; π̂_{t−1})  (EMA of predicted probabilities;
@@ -18,7 +18,7 @@ Implements (§3, reconstructed)
 
 Symbols: π → pi, π_s → source_prior, m → ema_momentum, a → dirichlet_concentration, g_φ → LabelShiftAdapterNet.
 
-Runner hook: call ``prepare(model, batches)`` before ``attach(model)`` with labelled source batches, each
+Runner hook: ``prepare_source(model, source_batches)`` before ``attach(model)`` with labelled source batches, each
 ``(inputs, labels)`` or a dict with a ``labels`` key. Without it the adapter outputs the identity
 (γ = 1, β = ΔW = Δb = 0) and the method is its base method (or the source model).
 
@@ -52,9 +52,9 @@ class LabelShiftAdapterConfig:
     base_method: str = "none"  # registered TTA method it plugs into (paper: Tent and others); "none" = adapter only
     ema_momentum: float = 0.9  # m of the π̂ EMA; ours (paper value not retrieved)
     hidden_dim: int = 64  # width of g_φ; ours
-    adapter_steps: int = 1000  # prepare: optimisation steps of φ; ours
-    adapter_batch_size: int = 256  # prepare: source samples per step; ours
-    adapter_lr: float = 1e-3  # prepare: Adam learning rate of φ; ours
+    adapter_steps: int = 1000  # prepare_source: optimisation steps of φ; ours
+    adapter_batch_size: int = 256  # prepare_source: source samples per step; ours
+    adapter_lr: float = 1e-3  # prepare_source: Adam learning rate of φ (its own optimizer, not TTAOptimConfig); ours
     dirichlet_concentration: float = 1.0  # a, simulated π_t ~ Dirichlet(a·1); ours (1 = uniform on the simplex)
     prior_floor: float = 1e-3  # smallest class probability fed to g_φ or a log; ours
 
@@ -202,15 +202,18 @@ class LabelShiftAdapter(TTAMethod):
             self.adapter = LabelShiftAdapterNet(num_classes, linears[0].in_features, self.cfg.hidden_dim)
             self.source_prior = torch.full((num_classes,), 1.0 / num_classes)
 
-    def prepare(self, model: nn.Module, batches) -> None:
-        """Train g_φ on labelled source batches with the source model frozen (before attach)."""
+    def prepare_source(self, model: nn.Module, source_batches) -> None:
+        """Train g_φ on labelled source batches with the source model frozen (before attach). The base method is
+        built in ``configure_model``, after this, so its own ``prepare_source`` is not called (the norm-layer bases
+        it supports have none)."""
         if self.model is not None:
-            raise RuntimeError("label_shift_adapter: call prepare(model, batches) before attach(model)")
+            raise RuntimeError("label_shift_adapter: call prepare_source(model, source_batches) before attach(model)")
         model.eval()
         with torch.no_grad():
-            pairs = [split_batch(b) for b in batches]
+            pairs = [split_batch(b) for b in source_batches]
             if not pairs:
-                raise ValueError("label_shift_adapter: prepare got no batches; pass labelled (inputs, labels) batches")
+                raise ValueError("label_shift_adapter: prepare_source got no batches; "
+                                 "pass labelled (inputs, labels) batches")
             h = torch.cat([model.features(x) for x, _ in pairs])
             y = torch.cat([y for _, y in pairs]).long()
         self._ensure_adapter(model)
@@ -252,8 +255,8 @@ class LabelShiftAdapter(TTAMethod):
             self.base.reset()
 
     def prepare_fisher(self, batches) -> None:
-        """The base method's own preparation where it has one (EATA's Fisher, after attach); else nothing."""
-        if hasattr(self.base, "prepare_fisher"):
+        """The base method's own preparation (EATA's Fisher, after attach; a no-op for Tent); none without a base."""
+        if self.base is not None:
             self.base.prepare_fisher(batches)
 
     def forward_and_adapt(self, inputs) -> torch.Tensor:

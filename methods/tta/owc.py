@@ -107,10 +107,13 @@ class OWC(TTAMethod):
     def reset(self) -> None:
         self.base.reset()  # θ_o never changes, so nothing of OWC's own to restore
 
+    def prepare_source(self, model: nn.Module, source_batches) -> None:
+        """The base's source-side preparation (Tent and EATA have none: a no-op)."""
+        self.base.prepare_source(model, source_batches)
+
     def prepare_fisher(self, batches) -> None:
-        """EATA's Eq. (9) preparation when the base has one (tent: nothing to prepare)."""
-        if hasattr(self.base, "prepare_fisher"):
-            self.base.prepare_fisher(batches)
+        """The base's preparation after attach: EATA's Eq. (9) Fisher information (Tent: a no-op)."""
+        self.base.prepare_fisher(batches)
 
     def forward_and_adapt(self, inputs) -> torch.Tensor:
         if self.source is None:

@@ -46,20 +46,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from adaptbench.protocol import TTAMethod
+from adaptbench.protocol import TTAMethod, TTAOptimConfig
 from adaptbench.registry import Paper, register
 from methods.tta.eata import e_margin, reliable
-from methods.tta.tent import check_optimizer_fields, configure_norm_adaptation, norm_affine_params, softmax_entropy
+from methods.tta.tent import configure_norm_adaptation, norm_affine_params, softmax_entropy
 
 GRAD_NORM_GUARD = 1e-12  # sam.py: scale = ρ / (‖g‖ + 1e-12)
 
 
 @dataclass(frozen=True)
-class SARConfig:
-    optimizer: str = "sgd"  # main.py: SAM over SGD, momentum 0.9
+class SARConfig(TTAOptimConfig):
+    optimizer: str = "sgd"  # TTAOptimConfig; main.py: SAM over SGD, momentum 0.9
     lr: float = 0.00025  # main.py ResNet-50 (BN/GN) at batch size >= 32; ViT-Base: 0.001·bs/64
     momentum: float = 0.9  # main.py
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # main.py: SGD without weight decay
     beta: float = 0.9  # Adam β1 when optimizer == "adam" (not used by the paper)
     e_margin_frac: float = 0.4  # E0 = 0.4·ln C, Eq. (2) (main.py --sar_margin_e0 = ln(1000)·0.40)
     rho: float = 0.05  # ρ, Eq. (4): the SAM radius (sam.py default, used by main.py)
@@ -68,7 +68,7 @@ class SARConfig:
     exclude: tuple[str, ...] = ()  # norm modules not adapted; reference skips layer4 / blocks.9-11 / norm
 
     def __post_init__(self):
-        check_optimizer_fields("sar", self)
+        super().__post_init__()  # the optimizer fields
         if not 0 < self.e_margin_frac <= 1:
             raise ValueError(f"sar: e_margin_frac must be in (0, 1] (E0 = frac·ln C), got {self.e_margin_frac!r}")
         if not self.rho > 0:

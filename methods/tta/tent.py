@@ -39,37 +39,21 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from adaptbench.protocol import TTAMethod, matches
+from adaptbench.protocol import TTAMethod, TTAOptimConfig, matches
 from adaptbench.registry import Paper, register
 
 NORM_TYPES = (_BatchNorm, nn.LayerNorm, nn.GroupNorm)
-OPTIMIZERS = ("sgd", "adam")
-
-
-def check_optimizer_fields(method: str, cfg) -> None:
-    """One-line errors for the optimizer fields every gradient-based TTA config carries."""
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ValueError(f"{method}: optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}")
-    if not cfg.lr > 0:
-        raise ValueError(f"{method}: lr must be > 0, got {cfg.lr!r}")
-    if not 0 <= cfg.momentum < 1:
-        raise ValueError(f"{method}: momentum must be in [0, 1), got {cfg.momentum!r}")
-    if not cfg.weight_decay >= 0:
-        raise ValueError(f"{method}: weight_decay must be >= 0, got {cfg.weight_decay!r}")
-    if not 0 <= cfg.beta < 1:
-        raise ValueError(f"{method}: beta must be in [0, 1), got {cfg.beta!r}")
 
 
 @dataclass(frozen=True)
-class TentConfig:
+class TentConfig(TTAOptimConfig):
+    """Only the optimizer (TTAOptimConfig, validated there), at the paper's settings."""
+
     optimizer: str = "sgd"  # §4 ImageNet: SGD with momentum (CIFAR/digits: "adam")
     lr: float = 0.00025  # §4 ImageNet at batch size 64 (CIFAR: 0.001 with Adam at bs 128); scale with batch size
     momentum: float = 0.9  # §4 SGD momentum
     weight_decay: float = 0.0  # reference cfgs: OPTIM.WD 0
     beta: float = 0.9  # Adam β1 when optimizer == "adam" (reference conf.py OPTIM.BETA)
-
-    def __post_init__(self):
-        check_optimizer_fields("tent", self)
 
 
 def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:

@@ -156,6 +156,32 @@ def test_same_seed_same_layer_sequence():
     assert isinstance(opt, LISAAdamW)
 
 
+
+def test_a_resumed_optimizer_continues_the_layer_sequence():
+    # the sampler (steps, generator, active layers) travels in state_dict, so a resume draws what a run would
+    torch.manual_seed(7)
+    model = Toy(n_layers=8)
+    opt = build(model, gamma=2, period=2)
+    for seed in range(3):
+        loss(model, seed).backward()
+        opt.step(), opt.zero_grad()
+    saved = opt.state_dict()
+    assert saved["sampler"]["steps"] == 3 and saved["sampler"]["active"] == opt.active
+    torch.manual_seed(7)
+    resumed = build(Toy(n_layers=8), gamma=2, period=2)  # its own first draw, replaced by the saved sampler
+    resumed.load_state_dict(saved)
+    assert resumed.active == opt.active
+    assert [p.requires_grad for ps in resumed.layers for p in ps] == [p.requires_grad for ps in opt.layers for p in ps]
+    sequences = []
+    for o in (opt, resumed):
+        seq = []
+        for _ in range(4):
+            o.step()  # no gradients: only the schedule advances
+            seq.append(list(o.active))
+        sequences.append(seq)
+    assert sequences[0] == sequences[1]
+
+
 def test_errors_name_the_problem():
     with pytest.raises(ValueError, match=r"^lisa: gamma=4 exceeds the 3 layers found; lower gamma"):
         build(Toy(n_layers=3), gamma=4)

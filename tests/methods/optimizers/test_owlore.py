@@ -118,6 +118,30 @@ def test_resamples_exactly_every_K_steps_from_the_runs_seed():
     assert actives == [expected[t // 3] for t in range(10)]
 
 
+
+def test_a_resumed_optimizer_continues_the_layer_sequence():
+    # the sampler (updates, generator, active layers) travels in state_dict, so a resume draws what a run would
+    model, ids = Toy(), torch.tensor([[1, 2, 3]])
+    opt = build(model, seed=5, gamma=2, period=3)
+    for _ in range(4):
+        model(ids).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    saved = opt.state_dict()
+    assert saved["sampler"]["updates"] == 4 and saved["sampler"]["active"] == opt.active
+    resumed = build(Toy(), seed=5, gamma=2, period=3)
+    resumed.load_state_dict(saved)
+    assert resumed.active == opt.active and resumed.updates == 4
+    sequences = []
+    for o in (opt, resumed):
+        seq = []
+        for _ in range(6):
+            o.step()  # no gradients: only the schedule advances
+            seq.append(list(o.active))
+        sequences.append(seq)
+    assert sequences[0] == sequences[1]
+
+
 def test_unsampled_layers_do_not_move_and_embeddings_and_head_always_do():
     model = Toy()
     opt = build(model, gamma=1, period=2)

@@ -34,7 +34,7 @@ def prepared(seed=0, **overrides):
     torch.manual_seed(seed)
     model = ToyNet().eval()
     method = get_method("adanpc").build(overrides)
-    method.prepare(model, source_batches())
+    method.prepare_source(model, source_batches())
     method.attach(model)
     return method, model
 
@@ -151,7 +151,7 @@ def test_prepare_accepts_dict_batches_with_labels():
             return self.inner.features(batch["x"])
 
     method = get_method("adanpc").build()
-    method.prepare(DictNet(), [{"x": x, "labels": y} for x, y in source_batches()])
+    method.prepare_source(DictNet(), [{"x": x, "labels": y} for x, y in source_batches()])
     assert len(method.memory_y) == 64
     with pytest.raises(ValueError, match="adanpc: prepare_memory needs"):
         method.prepare_memory(torch.zeros(3, 4), torch.zeros(2))

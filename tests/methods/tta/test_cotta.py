@@ -2,6 +2,7 @@
 (Eq. 2), stochastic restore (Eq. 6–7), and reset of model, teacher and optimizer."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -188,6 +189,44 @@ def test_image_augmentation_is_the_identity_at_degenerate_ranges_and_random_othe
     torch.testing.assert_close(augment_tensor(x, still), x, rtol=0, atol=1e-5)
     view = augment_tensor(x, CoTTAConfig())
     assert view.shape == x.shape and not torch.allclose(view, x)
+
+
+
+def centroid_shift(view: torch.Tensor, centre: tuple[float, float]) -> torch.Tensor:
+    """|displacement| in pixels, per view and axis, of the intensity centroid of single-channel images (B, 1, H, W)."""
+    h, w = view.shape[-2:]
+    mass = view.sum((-2, -1))  # (B, 1)
+    ys = (view.sum(-1) * torch.arange(h)).sum(-1) / mass
+    xs = (view.sum(-2) * torch.arange(w)).sum(-1) / mass
+    return torch.cat([(xs - centre[1]).abs(), (ys - centre[0]).abs()], 1)  # (B, 2)
+
+
+def test_translation_reaches_the_references_four_pixels_on_32_px_images_and_never_more():
+    # Reference: Pad(16, edge) to 64 px, RandomAffine(translate=1/16) -> |t| <= 1/16·64 = 4 px, CenterCrop(32).
+    x = torch.zeros(2000, 1, 32, 32)
+    x[:, :, 14, 17] = 1.0  # one-hot pixel, away from the border so no mass leaves the image
+    only_shift = CoTTAConfig(brightness=(1.0, 1.0), contrast=(1.0, 1.0), rotation_deg=0.0, scale=(1.0, 1.0),
+                             noise_std=0.0)
+    torch.manual_seed(0)
+    shift = centroid_shift(augment_tensor(x, only_shift), (14.0, 17.0))
+    assert shift.max() > 3.5  # was ±2 px before the padding was accounted for
+    assert shift.max() <= 4.0 + 1e-4
+    assert (shift > 2.0).float().mean() > 0.3  # uniform on [0, 4]: half the draws beyond 2 px
+
+
+def test_rotation_and_scale_turn_about_the_centre_and_do_not_enlarge_the_translation():
+    # RandomAffine translates after rotating and scaling about the centre, so a blob at the centre moves by t alone
+    # (|t| <= 33/8 px); translating before scaling would reach 33/8 / 0.9 = 4.58 px.
+    r = torch.arange(33.0) - 16  # the exact centre of an odd-sized image
+    blob = torch.exp(-(r[:, None] ** 2 + r[None] ** 2) / (2 * 1.5 ** 2))
+    x = blob.expand(2000, 1, 33, 33).clone()
+    geometric = CoTTAConfig(brightness=(1.0, 1.0), contrast=(1.0, 1.0), noise_std=0.0)
+    torch.manual_seed(0)
+    still = centroid_shift(augment_tensor(x, dataclasses.replace(geometric, translate_frac=0.0)), (16.0, 16.0))
+    assert still.max() < 1e-3  # rotation and scale alone keep the centre
+    torch.manual_seed(0)
+    shift = centroid_shift(augment_tensor(x, geometric), (16.0, 16.0))
+    assert 3.5 < shift.max() <= 33 / 8 + 0.05  # 0.05 px: bilinear resampling moves a centroid by ~0.01 px
 
 
 @pytest.mark.parametrize("mask_token_id", [None, 103])

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from adaptbench import registry
-from adaptbench.protocol import TTAMethod
+from adaptbench.protocol import TTAMethod, TTAOptimConfig
 from adaptbench.registry import get_method
 from methods.tta.label_shift_adapter import LabelShiftAdapterConfig, prior_input, update_estimate
 
@@ -98,16 +98,16 @@ def test_adapter_outputs_the_stated_parameters_and_starts_as_the_identity():
     assert torch.equal(gamma, torch.ones(1, D)) and not beta.any() and not delta_w.any() and not delta_b.any()
     x = torch.randn(5, 6)
     with torch.no_grad():
-        assert torch.equal(method.forward_and_adapt(x), reference(x))  # no prepare: the source model
+        assert torch.equal(method.forward_and_adapt(x), reference(x))  # no prepare_source: the source model
 
 
-def test_prepare_trains_only_the_adapter_and_records_the_source_prior():
+def test_prepare_source_trains_only_the_adapter_and_records_the_source_prior():
     torch.manual_seed(0)
     model = ToyNet()
     before = snapshot(model)
     batches = toy_batches(weights=(6.0, 3.0, 1.0))
     method = get_method("label_shift_adapter").build(FAST)
-    method.prepare(model, batches)
+    method.prepare_source(model, batches)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert all(p.grad is None for p in model.parameters())
@@ -116,14 +116,14 @@ def test_prepare_trains_only_the_adapter_and_records_the_source_prior():
     torch.testing.assert_close(method.source_prior, counts / counts.sum())
     method.attach(model)
     with pytest.raises(RuntimeError, match="before attach"):
-        method.prepare(model, batches)
+        method.prepare_source(model, batches)
 
 
 def test_the_stream_changes_only_the_estimate_and_logits_follow_the_formula():
     torch.manual_seed(0)
     model = ToyNet()
     method = get_method("label_shift_adapter").build(FAST)
-    method.prepare(model, toy_batches())
+    method.prepare_source(model, toy_batches())
     method.attach(model)
     params = {n: p.detach().clone() for n, p in method.model.named_parameters()}
     buffers = snapshot(method.model)
@@ -155,7 +155,7 @@ def test_estimate_converges_to_the_true_prior_on_an_imbalanced_stream():
     torch.manual_seed(0)
     model = BayesNet()
     method = get_method("label_shift_adapter").build({**FAST, "adapter_steps": 500, "adapter_batch_size": 512})
-    method.prepare(model, source)
+    method.prepare_source(model, source)
     method.attach(model)
     target = torch.tensor([0.6, 0.3, 0.1])
     naive = torch.zeros(C)
@@ -202,12 +202,12 @@ class EveryWeight(NormEntropy):
 
 
 def with_base(monkeypatch, cls):
-    spec = SimpleNamespace(name="stub", family="tta", build=lambda: cls(SimpleNamespace(lr=0.1)))
+    spec = SimpleNamespace(name="stub", family="tta", build=lambda: cls(TTAOptimConfig(lr=0.1)))
     monkeypatch.setattr(registry, "get_method", lambda name: spec if name == "stub" else get_method(name))
     torch.manual_seed(0)
     model = ToyNet()
     method = get_method("label_shift_adapter").build({**FAST, "base_method": "stub"})
-    method.prepare(model, toy_batches())
+    method.prepare_source(model, toy_batches())
     return method, model
 
 

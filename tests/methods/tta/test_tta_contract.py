@@ -2,10 +2,11 @@
 its paper defaults, attaches, returns finite (B, C) logits, reports numeric stats, and ``reset()`` brings back
 the source model and optimizer so that replaying the stream reproduces the first run exactly.
 
-Optional preparation hooks are called when a method has them (protocol-level, not per class):
-``prepare(model, batches)`` with labelled source batches before ``attach`` (adanpc, label_shift_adapter) and
-``prepare_fisher(batches)`` with clean batches after ``attach`` (eata, owc). A method whose paper defaults are
-too slow for a unit test may declare ``TEST_OVERRIDES`` (class data: config overrides used here only)."""
+The preparation hooks every TTAMethod has (no-ops by default) are called as the stream runner calls them:
+``prepare_source(model, source_batches)`` with labelled source batches before ``attach`` (adanpc,
+label_shift_adapter) and ``prepare_fisher(batches)`` with the same batches after ``attach`` (eata, owc). A method
+whose paper defaults are too slow for a unit test may declare ``TEST_OVERRIDES`` (class data: config overrides
+used here only). A method whose config inherits TTAOptimConfig gets exactly the optimizer it describes."""
 
 import copy
 
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from adaptbench import registry
+from adaptbench.protocol import TTAOptimConfig
 
 TTA = registry.available("tta")
 CLASSES = 3
@@ -56,11 +58,10 @@ def test_builds_adapts_and_resets_to_the_source(name):
     method = spec.build(getattr(spec.cls, "TEST_OVERRIDES", {}))
     model = ToyNet()
     source_x = stream(7, batches=2)
-    if hasattr(method, "prepare"):
-        method.prepare(model, [(x, torch.arange(len(x)) % CLASSES) for x in source_x])
+    source_batches = [(x, torch.arange(len(x)) % CLASSES) for x in source_x]
+    method.prepare_source(model, source_batches)
     method.attach(model)
-    if hasattr(method, "prepare_fisher"):
-        method.prepare_fisher(source_x)
+    method.prepare_fisher(source_batches)
     source_state = {k: v.detach().clone() for k, v in method.model.state_dict().items()}
     optimizer_state = copy.deepcopy(method.optimizer.state_dict()) if method.optimizer else None
 
@@ -86,3 +87,32 @@ def test_builds_adapts_and_resets_to_the_source(name):
 def test_every_tta_registry_name_is_its_file_stem():
     for name in TTA:
         assert registry.get_method(name).cls.__module__ == f"methods.tta.{name}"
+
+
+@pytest.mark.parametrize("name", TTA)
+def test_the_optimizer_is_the_configs_and_only_a_backprop_config_has_one(name):
+    spec = registry.get_method(name)
+    method = spec.build(getattr(spec.cls, "TEST_OVERRIDES", {}))
+    method.prepare_source(ToyNet(), [(x, torch.arange(len(x)) % CLASSES) for x in stream(7, batches=2)])
+    method.attach(ToyNet())
+    cfg = method.cfg
+    if method.params_to_adapt(method.model):  # a config that forgot TTAOptimConfig would silently adapt nothing
+        assert method.optimizer is not None
+    if not isinstance(cfg, TTAOptimConfig):
+        assert method.make_optimizer([]) is None  # adapts nothing by backprop, or delegates to a base method
+        return
+    assert method.optimizer is not None
+    (group,) = method.optimizer.param_groups
+    expected = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[cfg.optimizer]
+    assert type(method.optimizer) is expected
+    assert (group["lr"], group["weight_decay"]) == (cfg.lr, cfg.weight_decay)
+    assert group.get("momentum", cfg.momentum) == cfg.momentum and group.get("betas", (cfg.beta,))[0] == cfg.beta
+    assert {id(p) for p in group["params"]} == {id(p) for p in method.params_to_adapt(method.model)}
+
+
+@pytest.mark.parametrize("name", [n for n in TTA if issubclass(registry.get_method(n).config, TTAOptimConfig)])
+@pytest.mark.parametrize("field,value", [("optimizer", "rmsprop"), ("lr", 0.0), ("momentum", 1.0),
+                                         ("weight_decay", -1.0), ("beta", 1.0)])
+def test_invalid_optimizer_fields_fail_with_the_method_and_field_named(name, field, value):
+    with pytest.raises(ValueError, match=f"^{name}: {field} must be"):
+        registry.get_method(name).make_config({field: value})
