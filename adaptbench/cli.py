@@ -117,12 +117,12 @@ def _show(args):
 
 
 def _manifest(args):
-    from adaptbench import manifest
+    from adaptbench import manifest, registry
 
     if args.write:
-        print(manifest.write())
+        print(registry.write_manifest())
     else:
-        stale = manifest.generate() != manifest.load()
+        stale = registry.generate_manifest() != manifest.load()
         print("methods/manifest.json is " + ("STALE: run `adaptbench manifest --write`" if stale else "current"))
         return 1 if stale else 0
 

@@ -104,6 +104,18 @@ def plan(config: dict) -> Plan:
     return result
 
 
+def index_json(plan_: Plan, grid: str, kind: str) -> str:
+    """A grid's index: its cells by key with the grid's labels, and what could not run."""
+    return as_json({"grid": grid, "kind": kind, "unavailable": plan_.unavailable,
+                    "cells": [c.index_entry() for c in plan_.cells]})
+
+
+def write_index(path, text: str) -> None:
+    from adaptbench.results import atomic_write_text
+
+    atomic_write_text(path, text + "\n")
+
+
 def model_key(source: str) -> str:
     """How a cell's configuration names its model: alias or hub id as given, a local folder by its name."""
     if source.startswith(("/", ".", "~")) or Path(source).expanduser().is_dir():

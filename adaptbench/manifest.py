@@ -4,12 +4,12 @@ Parse time (the Snakefile, grid expansion) and the CLI's first checks must not i
 need to know each method's family, whether it is data-driven (an init step) or mergeable, and its
 hyperparameters with the paper's defaults (to reject an unknown or mistyped one in a second, and to
 name a cell by the hash of its resolved configuration). The manifest is generated from the registry
-(``adaptbench manifest --write``); tests/test_manifest.py fails when it is stale.
+(``adaptbench manifest --write``, by ``registry.generate_manifest``); tests/test_manifest.py fails
+when it is stale.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import json
 from functools import lru_cache
@@ -26,41 +26,8 @@ def load() -> dict[str, dict]:
         return {}
 
 
-def _default(f: dataclasses.Field):
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return None
-
-
 def _jsonable(value):
     return json.loads(json.dumps(value, default=list))
-
-
-def generate() -> dict[str, dict]:
-    """Every registered method → {family, module, data_driven, mergeable, params: {name: default}}."""
-    from adaptbench import registry
-
-    out = {}
-    for name in registry.available():
-        spec = registry.get_method(name)
-        out[name] = {
-            "family": spec.family,
-            "module": spec.cls.__module__,
-            "data_driven": bool(getattr(spec.cls, "DATA_DRIVEN", False)),
-            "mergeable": spec.mergeable,
-            "params": {f.name: _jsonable(_default(f)) for f in dataclasses.fields(spec.config)},
-        }
-    return out
-
-
-def write() -> Path:
-    from adaptbench.results import atomic_write_text
-
-    atomic_write_text(PATH, json.dumps(generate(), indent=1, sort_keys=True) + "\n")
-    load.cache_clear()
-    return PATH
 
 
 def names(family: str | None = None) -> list[str]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
+import json
 import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,3 +115,40 @@ def get_method(name: str) -> MethodSpec:
 def available(family: str | None = None) -> list[str]:
     _discover()
     return sorted(n for n, s in _REGISTRY.items() if family is None or s.family == family)
+
+
+# ---- the torch-free manifest (methods/manifest.json) ------------------------------------------------
+
+def _default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=list))
+
+
+def generate_manifest() -> dict[str, dict]:
+    """Every registered method → {family, module, data_driven, mergeable, params: {name: default}}."""
+    out = {}
+    for name in available():
+        spec = get_method(name)
+        out[name] = {
+            "family": spec.family,
+            "module": spec.cls.__module__,
+            "data_driven": bool(getattr(spec.cls, "DATA_DRIVEN", False)),
+            "mergeable": spec.mergeable,
+            "params": {f.name: _jsonable(_default(f)) for f in dataclasses.fields(spec.config)},
+        }
+    return out
+
+
+def write_manifest() -> Path:
+    from adaptbench.results import atomic_write_text
+
+    atomic_write_text(manifest.PATH, json.dumps(generate_manifest(), indent=1, sort_keys=True) + "\n")
+    manifest.load.cache_clear()
+    return manifest.PATH

@@ -22,7 +22,7 @@ def train_args(tmp_path, **over):
     ({"--task": "sst"}, "Unknown task 'sst'. Did you mean: sst2"),
     ({"--model": "/nonexistent/model"}, "model '/nonexistent/model': folder /nonexistent/model not found"),
     ({"--method-params": '{"r": -2}'}, "lora: r must be a positive integer, got -2"),
-    ({"--method-params": '{"rank": 4}'}, "unknown hyperparameter(s) ['rank']"),
+    ({"--method-params": '{"rank": 4}'}, "method 'lora' has no hyperparameter 'rank'"),
     ({"--train-params": '{"lr": -1}'}, "train.lr must be > 0"),
     ({"--train-params": "{epochs: 1"}, "expected a JSON object"),
     ({"--task": "sst2", "--data-dir": "/nonexistent/glue"}, "task 'sst2': data unavailable: /nonexistent/glue/SST-2/train.tsv"),

@@ -17,8 +17,9 @@ def test_minilm_lora_learns_sst2_from_a_small_subset(shared_glue, tmp_path):
     assert info["model_info"]["weights_sha256"]
     acc = record["train_info"]["history"][-1]["metrics"]["acc"]
     assert acc > 0.65, acc  # chance is ~0.5; 32 LoRA steps on pretrained MiniLM reach ~0.74
-    result = evaluate_checkpoint(tmp_path, tmp_path / "result.json")
+    result = evaluate_checkpoint(tmp_path, tmp_path / "result.json", data_dir=str(shared_glue))
     assert result["metrics"]["acc"]["value"] == pytest.approx(acc)
+    assert str(shared_glue.resolve()) not in (tmp_path / "result.json").read_text()  # no machine paths
 
 
 def test_minilm_full_on_stsb_reports_pearson_and_spearman(shared_glue, tmp_path):

@@ -1,5 +1,6 @@
 """The Snakemake workflow: dry-runs of every shipped grid, a tiny real run, reruns, overrides, SLURM."""
 
+import json
 import os
 import re
 import shutil
@@ -54,7 +55,7 @@ def test_every_shipped_grid_dry_runs(grid, tmp_path):
         counts = job_counts(proc.stdout)
         assert counts.get("adapt_stream", 0) == expected * len(cfg["seeds"]) - len(cfg.get("exclude", []))
         assert counts.get("train_source", 0) == len(cfg["sources"]) - len(unavailable)
-        assert counts["report_tta"] == 1
+        assert counts["report_tables"] == 1
         return
     if kind == "pretrain":  # each exclude rule here names one optimizer × size
         expected = (len(cfg["methods"]) * len(cfg["models"]) - len(cfg.get("exclude", []))) * len(cfg["tasks"])
@@ -110,7 +111,28 @@ def test_tiny_grid_end_to_end(tiny_run):
     assert (report / "README.md").exists() and (report / "score_vs_params.png").exists()
     table = (report / "table.md").read_text()
     assert "| full " in table and "| lora " in table
-    assert len(list((tiny_run / "results" / "tiny").rglob("result.json"))) == 4
+    assert len(list((tiny_run / "results" / "cells").rglob("result.json"))) == 4
+    index = json.loads((tiny_run / "results" / "grids" / "tiny" / "index.json").read_text())
+    assert {(c["label"], c["task"]) for c in index["cells"]} == {(m, t) for m in ("full", "lora")
+                                                                  for t in ("syn_sentiment", "syn_sts")}
+    for c in index["cells"]:  # a cell's folder is named by the hash its record carries
+        record = json.loads((tiny_run / "results" / "cells" / c["key"] / "result.json").read_text())
+        assert record["config_hash"] == c["key"] and record["schema_version"] == 2
+    committed = (tiny_run / "results" / "cells").rglob("*.json")
+    assert not [p for p in committed if str(tiny_run) in p.read_text() or "/tmp/" in p.read_text()]
+
+
+def test_another_grid_reuses_the_stored_cells(tiny_run):
+    """Cells are stored by what they compute: a new grid with a cell already computed trains nothing for it,
+    and a report-only change (title) reruns only the report."""
+    other = {**TINY, "grid": "other", "methods": ["lora"], "report": {"title": "another title"}}
+    (tiny_run / "other.yaml").write_text(yaml.safe_dump(other))
+    proc = snakemake("-s", str(REPO / "Snakefile"), "-d", str(tiny_run), "--configfile", str(tiny_run / "other.yaml"),
+                     "-n", cwd=tiny_run)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    counts = job_counts(proc.stdout)
+    assert "finetune" not in counts and "evaluate_glue" not in counts, counts
+    assert counts["report_tables"] == 1
 
 
 def test_second_run_does_nothing(tiny_run):
@@ -129,7 +151,6 @@ def test_hyperparameter_override_reruns_only_that_method(tiny_run):
     assert proc.returncode == 0, proc.stderr[-2000:]
     counts = job_counts(proc.stdout)
     assert counts["finetune"] == 2  # only the lora cells: their params changed
-    assert "lora/tiny-bert/syn_sts/seed0/checkpoint.pt" in proc.stdout
 
 
 def test_keep_going_finishes_every_other_cell(tmp_path):
@@ -139,8 +160,10 @@ def test_keep_going_finishes_every_other_cell(tmp_path):
     proc = run_in(tmp_path, "--cores", "2", "--keep-going")
     assert proc.returncode != 0
     assert "lora: r must be a positive integer, got 0" in proc.stdout + proc.stderr
-    assert (tmp_path / "results" / "broken" / "full" / "tiny-bert" / "syn_sentiment" / "seed0" / "result.json").exists()
-    assert not (tmp_path / "results" / "broken" / "bad_lora" / "tiny-bert" / "syn_sentiment" / "seed0" / "train.json").exists()
+    index = {c["label"]: c["key"] for c in
+             json.loads((tmp_path / "results" / "grids" / "broken" / "index.json").read_text())["cells"]}
+    assert (tmp_path / "results" / "cells" / index["full"] / "result.json").exists()
+    assert not (tmp_path / "results" / "cells" / index["bad_lora"] / "train.json").exists()
 
 
 def test_slurm_profile_sbatch_options(tmp_path):
@@ -168,6 +191,7 @@ def test_slurm_profile_sbatch_options(tmp_path):
     assert "-A proj123" in sbatch and "-p gpu-a100" in sbatch
     assert "--gpus=1" in sbatch and "-t 30" in sbatch and "--mem 12000" in sbatch
     assert "--cpus-per-task=4" in sbatch
+    assert "--signal=TERM@300" in sbatch and "--requeue" in sbatch  # preemption: save, requeue, resume
 
 
 @pytest.mark.parametrize("grid", ["demo.yaml", "tta_demo.yaml", "pretrain_cpu.yaml"])  # one per grid kind
@@ -197,7 +221,7 @@ def test_tiny_tta_grid_end_to_end(tmp_path):
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(TINY_TTA))
     proc = run_in(tmp_path, "--cores", "2")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = sorted((tmp_path / "results" / "tiny_tta").rglob("result.json"))
+    results = sorted((tmp_path / "results" / "cells").rglob("result.json"))
     assert len(results) == 2
     text = (tmp_path / "reports" / "tiny_tta" / "README.md").read_text()
     assert "| source" in text and "| tent" in text and "gaussian_noise" in text
@@ -216,7 +240,7 @@ def test_tiny_pretrain_grid_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = (tmp_path / "reports" / "tiny_pt" / "table.md").read_text()
     assert "| adamw " in table and "| lion " in table and "opt. state" in table
-    cells = (tmp_path / "results" / "tiny_pt" / "cells.csv").read_text()
+    cells = (tmp_path / "results" / "grids" / "tiny_pt" / "tidy.csv").read_text()
     assert "ppl" in cells
 
 

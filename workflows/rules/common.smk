@@ -36,7 +36,10 @@ SITE = {
     "slurm_account": os.environ.get("ADAPTBENCH_SLURM_ACCOUNT"),
     "qos": os.environ.get("ADAPTBENCH_SLURM_QOS"),
     "constraint": os.environ.get("ADAPTBENCH_SLURM_CONSTRAINT"),
-    "slurm_extra": os.environ.get("ADAPTBENCH_SLURM_EXTRA"),
+    # SIGTERM 5 minutes before the time limit (and on preemption): the training loop saves a resumable
+    # checkpoint and exits 143; --requeue puts the job back in the queue, and its rerun resumes.
+    "slurm_extra": " ".join(filter(None, [os.environ.get("ADAPTBENCH_SLURM_PREEMPT", "--signal=TERM@300 --requeue"),
+                                          os.environ.get("ADAPTBENCH_SLURM_EXTRA")])),
 }
 
 
@@ -74,19 +77,3 @@ def result_files():
 
 def report_targets():
     return [f"{REPORTS}/{GRID}/README.md"]
-
-
-localrules: index_grid
-
-
-rule index_grid:
-    """The grid's cells by key with its labels: what collate joins to the stored records."""
-    output:
-        f"{GRID_DIR}/index.json",
-    params:
-        index=gridlib.as_json({"grid": GRID, "kind": TRACK.kind, "unavailable": UNAVAILABLE,
-                               "cells": [c.index_entry() for c in PLAN.cells]}),
-    run:
-        from adaptbench.results import atomic_write_text
-
-        atomic_write_text(output[0], params.index + "\n")

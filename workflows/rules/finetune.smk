@@ -1,38 +1,11 @@
 # Fine-tuning: (init) → train → evaluate per cell. Cells live in results/cells/<key>/.
 from adaptbench.tracks.finetune import grid as finetune_grid
 
-INITS = {}  # init key → a cell that needs it (data-driven adapters share an init across training settings)
-INIT_OF = {}
-for _c in PLAN.cells:
-    _k = finetune_grid.init_key(_c, config.get("data_dir"))
-    if _k:
-        INITS.setdefault(_k, _c)
-        INIT_OF[_c.key] = _k
+INITS, INIT_OF = finetune_grid.init_index(PLAN.cells, config.get("data_dir"))
 INIT_FILE = f"{RESULTS}/inits/{{init}}/init.pt"
 
 wildcard_constraints:
     init=r"[0-9a-f]{16}",
-
-
-def init_input(wc):
-    key = INIT_OF.get(wc.cell)
-    return [INIT_FILE.format(init=key)] if key else []
-
-
-def init_train_params(wc):
-    """Only the settings that decide the init batches, so a new lr or epoch count reuses the cache."""
-    train = INITS[wc.init].train_params
-    return shlex.quote(gridlib.as_json({k: train[k] for k in finetune_grid.INIT_DATA_KEYS if k in train}))
-
-
-def run_control(wc):
-    """Settings that change how a job runs, not what it computes: passed as resources (reruns nothing)."""
-    return int((config.get("train") or {}).get("checkpoint_every", 0))
-
-
-def semantic_train(wc):
-    train = {k: v for k, v in cell(wc).train_params.items() if k != "checkpoint_every"}
-    return shlex.quote(gridlib.as_json(train))
 
 
 rule init_adapter:
@@ -48,7 +21,7 @@ rule init_adapter:
         task=lambda wc: INITS[wc.init].task,
         seed=lambda wc: INITS[wc.init].seed,
         method_params=lambda wc: shlex.quote(gridlib.as_json(INITS[wc.init].method_params)),
-        train_params=init_train_params,
+        train_params=lambda wc: shlex.quote(gridlib.as_json(finetune_grid.init_batches(INITS[wc.init]))),
         data_dir=data_dir_flag(),
         python=PYTHON,
     threads: rule_resource("train", "threads")
@@ -70,7 +43,7 @@ rule finetune:
     """Fine-tune one cell; writes the trainable tensors and the training log. Killed or preempted, it
     leaves resume.pt and a rerun continues from it."""
     input:
-        init=init_input,
+        init=lambda wc: [INIT_FILE.format(init=INIT_OF[wc.cell])] if wc.cell in INIT_OF else [],
     output:
         checkpoint=f"{CELL_DIR}/checkpoint.pt",
         log_json=f"{CELL_DIR}/train.json",
@@ -83,7 +56,7 @@ rule finetune:
         task=lambda wc: cell(wc).task,
         seed=lambda wc: cell(wc).seed,
         method_params=lambda wc: shlex.quote(gridlib.as_json(cell(wc).method_params)),
-        train_params=semantic_train,
+        train_params=lambda wc: shlex.quote(gridlib.as_json(finetune_grid.semantic_train(cell(wc)))),
         data_dir=data_dir_flag(),
         init=lambda wc, input: f"--init {shlex.quote(input.init[0])}" if input.init else "",
         python=PYTHON,
@@ -92,7 +65,7 @@ rule finetune:
         mem_mb=rule_resource("train", "mem_mb"),
         runtime=runtime_for("train"),
         gpu=rule_resource("train", "gpu"),
-        checkpoint_every=run_control,
+        checkpoint_every=int((config.get("train") or {}).get("checkpoint_every", 0)),  # run control
         **site_resources("train"),
     conda:
         "../../envs/adaptbench.yaml"

@@ -1,5 +1,17 @@
 # Every track: the grid's records → one tidy table → the track's report.
-localrules: collate_results, report_tables
+localrules: index_grid, collate_results, report_tables
+
+
+rule index_grid:
+    """The grid's cells by key with its labels: what collate joins to the stored records."""
+    output:
+        f"{GRID_DIR}/index.json",
+    log:
+        f"{GRID_DIR}/index.log",
+    params:
+        index=gridlib.index_json(PLAN, GRID, TRACK.kind),
+    run:
+        gridlib.write_index(output[0], params.index)
 
 
 rule collate_results:

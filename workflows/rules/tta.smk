@@ -9,10 +9,6 @@ wildcard_constraints:
     source=r"[0-9a-f]{16}",
 
 
-def source_of(wc):
-    return TTA_SOURCES[cell(wc).source]
-
-
 rule train_source:
     """The source model a TTA stream starts from: an image classifier trained on clean digits/MNIST,
     or MiniLM fine-tuned on a sentence task (the fine-tuning job itself). Shared by every grid."""
@@ -39,7 +35,7 @@ rule train_source:
 rule adapt_stream:
     """One method × source × scenario × seed: online predictions over every shift → result.json."""
     input:
-        lambda wc: f"{RESULTS}/sources/{ttagrid.source_key(source_of(wc))}/source.json",
+        lambda wc: f"{RESULTS}/sources/{ttagrid.source_key(TTA_SOURCES[cell(wc).source])}/source.json",
     output:
         f"{CELL_DIR}/result.json",
     log:
@@ -48,7 +44,7 @@ rule adapt_stream:
         label=lambda wc: shlex.quote(cell(wc).label),
         method=lambda wc: cell(wc).method,
         method_params=lambda wc: shlex.quote(gridlib.as_json(cell(wc).method_params)),
-        source=lambda wc: shlex.quote(gridlib.as_json(source_of(wc))),
+        source=lambda wc: shlex.quote(gridlib.as_json(TTA_SOURCES[cell(wc).source])),
         scenario=lambda wc: shlex.quote(gridlib.as_json(cell(wc).config["scenario"])),
         shifts=lambda wc: shlex.quote(gridlib.as_json(list(cell(wc).shifts))),
         severities=shlex.quote(gridlib.as_json(config.get("severities", [5]))),

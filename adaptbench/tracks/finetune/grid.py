@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from adaptbench import manifest, tasks
-from adaptbench.config import TrainConfig
+from adaptbench.config import RUN_CONTROL, TrainConfig
 from adaptbench.grid import (Cell, Plan, _excluded, _unknown, data_driven_methods, method_entries, model_entries,
                              model_key, optimizer_entries)
 from adaptbench.results import config_hash, folder_name
@@ -40,6 +40,28 @@ def init_config(cell: Cell, data_dir: str | None) -> dict:
 
 def init_key(cell: Cell, data_dir: str | None) -> str | None:
     return config_hash(init_config(cell, data_dir)) if cell.method in data_driven_methods() else None
+
+
+def init_index(cells, data_dir: str | None) -> tuple[dict, dict]:
+    """Init key → a cell that needs it (data-driven adapters share an init across training settings),
+    and cell key → its init key."""
+    inits, init_of = {}, {}
+    for cell in cells:
+        key = init_key(cell, data_dir)
+        if key:
+            inits.setdefault(key, cell)
+            init_of[cell.key] = key
+    return inits, init_of
+
+
+def init_batches(cell: Cell) -> dict:
+    """The training settings an init step reads (so a new lr or epoch count reuses the cached init)."""
+    return {k: cell.train_params[k] for k in INIT_DATA_KEYS if k in cell.train_params}
+
+
+def semantic_train(cell: Cell) -> dict:
+    """The cell's training settings without run control (checkpoint_every goes through resources)."""
+    return {k: v for k, v in cell.train_params.items() if k not in RUN_CONTROL}
 
 
 def plan(config: dict) -> Plan:
