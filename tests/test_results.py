@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +31,43 @@ def test_read_json_names_the_file(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match=r"result.json: not valid JSON"):
         results.read_json(bad)
+
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("name, track, metric, value", [
+    ("result_v1_finetune.json", "finetune", "acc", 0.862),  # a real pre-Core II demo cell
+    ("result_v1_tta.json", "tta", "error_mean", 0.1548446917014372),  # a real pre-Core II TTA cell
+])
+def test_schema_1_records_are_read_as_schema_2(name, track, metric, value):
+    record = results.read_record(DATA / name)
+    assert record["schema_version"] == results.SCHEMA_VERSION and record["upgraded_from"] == 1
+    assert record["track"] == track and record["status"] == "ok"
+    assert record["metrics"][metric]["value"] == pytest.approx(value)
+    assert record["metrics"][metric]["higher_is_better"] is (track == "finetune")
+
+
+def test_collate_reads_old_and_new_records_into_one_table():
+    from adaptbench.collate import collate
+
+    frame = collate([DATA / "result_v1_finetune.json", DATA / "result_v1_tta.json"])
+    assert set(frame["track"]) == {"finetune", "tta"}
+    assert frame[frame["metric"] == "acc"]["value"].item() == pytest.approx(0.862)
+
+
+def test_make_record_hashes_config_and_protocol_apart():
+    a = results.make_record(track="finetune", config={"method": "lora", "seed": 0}, protocol={"task": "t", "seed": 0},
+                            run_info={}, metrics={"acc": results.metric(0.5, True, "validation")})
+    b = results.make_record(track="finetune", config={"method": "full", "seed": 0}, protocol={"task": "t", "seed": 0},
+                            run_info={}, metrics={"acc": results.metric(0.6, True, "validation")})
+    assert a["config_hash"] != b["config_hash"] and a["protocol_hash"] == b["protocol_hash"]
+    with pytest.raises(ValueError, match="metric 'acc'"):
+        results.make_record(track="x", config={}, protocol={}, run_info={}, metrics={"acc": 0.5})
+
+
+def test_a_record_that_is_a_list_is_named(tmp_path):
+    bad = tmp_path / "result.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"result.json: a result record is a JSON object, got a list"):
+        results.read_record(bad)
