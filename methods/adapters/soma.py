@@ -52,8 +52,9 @@ BLOCK_INDEX = re.compile(r"(?:^|\.)(?:blocks|layer|layers|h)\.(\d+)\.")  # ViT b
 class SoMAConfig:
     r: int = 16  # configs/sora/*.py: rank = 16
     alpha: float = 16.0  # configs: lora_alpha = rank, i.e. scaling 1
-    target_modules: tuple[str, ...] = (  # configs: all linear layers of a block
-        "q", "k", "v", "proj", "fc1", "fc2", "query", "key", "value", "dense")
+    target_modules: tuple[str, ...] = (  # configs: all linear layers of a block (ViT/BERT names, then Llama's)
+        "q", "k", "v", "proj", "fc1", "fc2", "query", "key", "value", "dense",
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     start_block: int = 0  # configs: start_lora_idx = 8 (DINOv2-L); 0 = adapt every block
     train_bias: bool = True  # SoraConfig bias="all": biases of adapted layers train
 

@@ -66,10 +66,6 @@ def semantic_train(cell: Cell) -> dict:
 
 def plan(config: dict) -> Plan:
     """All cells of the grid, and the tasks that cannot run with their reasons (never substituted)."""
-    methods, models = method_entries(config), model_entries(config)
-    for entry in methods.values():
-        if manifest.load()[entry["method"]]["family"] != "adapter":
-            raise manifest.unknown_method(entry["method"], "adapter", "grid: methods")
     known = tasks.list_tasks()
     for task in config["tasks"]:
         if task not in known:
@@ -85,6 +81,21 @@ def plan(config: dict) -> Plan:
         reason = tasks.unavailable_reason(tasks.get_task(task), data_dir)
         if reason:
             unavailable[task] = reason
+    cells = expand_entries(config, unavailable, lambda **kw: cell_config(**kw, data_dir=data_dir), TRACK)
+    if not cells and not unavailable:
+        raise ValueError("grid: no cells to run (everything excluded)")
+    return Plan(cells, unavailable)
+
+
+def expand_entries(config: dict, unavailable: dict, make_config, track: str, zero_shot: str | None = None) -> list[Cell]:
+    """Method entries (× the optional optimizer axis) × models × tasks × seeds, with settings resolved in
+    the documented order; ``make_config(method=, method_params=, model=, task=, seed=, train=)`` gives a
+    cell's configuration (shared by every track that adapts a pretrained model: finetune, llm).
+    ``zero_shot`` names a pseudo-method (no training) the track accepts beside the adapters."""
+    methods, models = method_entries(config), model_entries(config)
+    for entry in methods.values():
+        if entry["method"] != zero_shot and manifest.load()[entry["method"]]["family"] != "adapter":
+            raise manifest.unknown_method(entry["method"], "adapter", "grid: methods")
     optimizers = optimizer_entries(config)
     cells = []
     for (method_label, entry), (opt_label, opt) in ((m, o) for m in methods.items() for o in optimizers.items()):
@@ -108,12 +119,10 @@ def plan(config: dict) -> Plan:
                     params = {**(entry.get("params") or {}), **(entry.get("task_params") or {}).get(task, {})}
                     manifest.check_params(entry["method"], params, f"grid: method '{method_label}'")
                     try:
-                        config_ = cell_config(method=entry["method"], method_params=params, model=source, task=task,
-                                              seed=int(seed), train=train, data_dir=data_dir)
+                        config_ = make_config(method=entry["method"], method_params=params, model=source, task=task,
+                                              seed=int(seed), train=train)
                     except ValueError as e:  # a bad training setting: name the entry it came from
                         raise ValueError(f"grid: method '{label}', task '{task}': {e}") from None
-                    cells.append(Cell(TRACK, label, entry["method"], model, source, task, int(seed), params, train,
+                    cells.append(Cell(track, label, entry["method"], model, source, task, int(seed), params, train,
                                       config_))
-    if not cells and not unavailable:
-        raise ValueError("grid: no cells to run (everything excluded)")
-    return Plan(cells, unavailable)
+    return cells
