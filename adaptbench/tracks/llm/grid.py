@@ -18,7 +18,7 @@ from adaptbench.tracks.llm import lmeval, sets
 
 TRACK = "llm"
 ZERO_SHOT = "zero_shot"  # not a registry method: the base model, no training
-EVAL_DEFAULTS = {"tasks": ["syn_category"], "limit": None, "num_fewshot": {}, "batch_size": 16,
+EVAL_DEFAULTS = {"tasks": ["syn_category"], "limit": None, "task_limit": {}, "num_fewshot": {}, "batch_size": 16,
                  "bootstrap_iters": 100, "max_gen_toks": 256}
 
 

@@ -106,7 +106,8 @@ def run_cell(*, method: str, model: str, task: str, seed: int, out_dir: str | Pa
     t0 = time.time()
     scores, raw = lmeval.evaluate(net, tokenizer, ev["tasks"], data_dir, out_dir / "lm_eval_tasks", limit=ev["limit"],
                                   batch_size=ev["batch_size"], bootstrap_iters=ev["bootstrap_iters"],
-                                  num_fewshot=ev["num_fewshot"], max_gen_toks=ev["max_gen_toks"])
+                                  num_fewshot=ev["num_fewshot"], max_gen_toks=ev["max_gen_toks"],
+                                  task_limit=ev["task_limit"])
     eval_seconds = round(time.time() - t0, 2)
     bad = [name for name, s in scores.items() if not math.isfinite(s["value"])]
     if bad:

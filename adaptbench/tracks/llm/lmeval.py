@@ -171,7 +171,7 @@ DEFAULT_FEWSHOT = {"mmlu": 5}  # MMLU is reported 5-shot (Hendrycks et al.; lm-e
 
 def evaluate(model, tokenizer, tasks: list[str], data_dir: str | None, folder: Path, *, limit: int | None,
              batch_size: int = 16, bootstrap_iters: int = 100, num_fewshot: dict | None = None,
-             max_gen_toks: int = 256, seed: int = 1234) -> tuple[dict, dict]:
+             max_gen_toks: int = 256, seed: int = 1234, task_limit: dict | None = None) -> tuple[dict, dict]:
     """lm-eval over the in-memory model → ({task/metric: {value, stderr}}, lm-eval's results dict)."""
     for key in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(key, "1")  # lm-eval must never wait on the network
@@ -185,8 +185,8 @@ def evaluate(model, tokenizer, tasks: list[str], data_dir: str | None, folder: P
     manager = TaskManager(include_path=str(include), include_defaults=False)
     shots = {**DEFAULT_FEWSHOT, **(num_fewshot or {})}
     metrics, raw = {}, {"results": {}, "samples": {}}
-    for group in _by_fewshot(tasks, shots):
-        out = lm_eval.simple_evaluate(model=lm, tasks=group["tasks"], num_fewshot=group["shots"], limit=limit,
+    for group in _groups(tasks, shots, limit, task_limit or {}):
+        out = lm_eval.simple_evaluate(model=lm, tasks=group["tasks"], num_fewshot=group["shots"], limit=group["limit"],
                                       bootstrap_iters=bootstrap_iters, task_manager=manager, log_samples=True,
                                       random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
                                       fewshot_random_seed=seed)
@@ -204,8 +204,9 @@ def evaluate(model, tokenizer, tasks: list[str], data_dir: str | None, folder: P
     return metrics, raw
 
 
-def _by_fewshot(tasks: list[str], shots: dict) -> list[dict]:
+def _groups(tasks: list[str], shots: dict, limit: int | None, task_limit: dict) -> list[dict]:
+    """lm-eval takes one few-shot count and one limit per call: one call per distinct pair."""
     groups: dict = {}
     for task in tasks:
-        groups.setdefault(shots.get(task), []).append(task)
-    return [{"shots": k, "tasks": v} for k, v in groups.items()]
+        groups.setdefault((shots.get(task), task_limit.get(task, limit)), []).append(task)
+    return [{"shots": k, "limit": n, "tasks": v} for (k, n), v in groups.items()]
