@@ -6,22 +6,26 @@
 #   snakemake --cores 2 --configfile workflows/grids/tta_demo.yaml       # test-time adaptation
 # The grid's `kind` picks its track (adaptbench/tracks/<kind>/, workflows/rules/<kind>.smk).
 # Parse time imports no torch: each SLURM job re-parses this file.
+import os
 import sys
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
+DEFAULT_GRID = "workflows/grids/demo.yaml"
 if not workflow.overwrite_configfiles:  # a --configfile grid replaces the demo instead of merging into it
-    configfile: "workflows/grids/demo.yaml"
+    configfile: DEFAULT_GRID
 
 sys.path.insert(0, workflow.basedir)  # the adaptbench package of this checkout, installed or not
-from adaptbench.grid import typed_config
-from adaptbench.tracks import get_track
+from adaptbench import grid as gridlib
 
-config.update(typed_config(config))  # --config seeds=[0,1] arrives as strings
-TRACK = get_track(config.get("kind", "finetune"))
-validate(config, str(TRACK.schema))
+REPORT_ONLY = os.environ.get("ADAPTBENCH_REPORT_ONLY") == "1"  # make report: tables from stored cells only
+try:  # --config typing, the track's schema, every name and setting: one line naming file and key
+    TRACK, PLAN = gridlib.load_plan(config, workflow.overwrite_configfiles or [f"{workflow.basedir}/{DEFAULT_GRID}"],
+                                    workflow.config_settings.config)
+except gridlib.USER_ERRORS as e:
+    sys.exit(f"adaptbench: error: {e}")
 
 
 include: "workflows/rules/common.smk"
@@ -31,5 +35,6 @@ include: "workflows/rules/report.smk"
 
 rule all:
     input:
+        [] if REPORT_ONLY else result_files(),  # a rerun retries failed cells though a partial report exists
         report_targets(),
     default_target: True

@@ -60,37 +60,53 @@ def cell_rows(record: dict, path: Path, label: str | None = None) -> list[dict]:
             for name, m in record["metrics"].items()]
 
 
-def _read(path: Path, label: str | None, rows: list, problems: list) -> None:
+def _read(path: Path, label: str | None, rows: list, problems: list) -> bool:
+    """Append the rows of one record; an unreadable one is named in ``problems`` and skipped."""
     try:
         rows.extend(cell_rows(read_record(path), path, label))
+        return True
     except (ValueError, FileNotFoundError, KeyError, AttributeError, TypeError) as e:
-        problems.append(f"{path}: skipped, {e.args[0] if isinstance(e, KeyError) else e}")
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        problems.append(message if str(path) in str(message) else f"{path}: {message}")
+        return False
+
+
+NAMES = ("label", "track", "method", "model", "task", "seed")
+
+
+def _index_rows(index: Path, rows: list, problems: list) -> None:
+    """One row per cell of a grid's index: its record's, its failure's, or why it has none. The
+    index's names win over the record's (the grid's label for the cell)."""
+    entries = read_json(index)
+    if not isinstance(entries, dict) or not isinstance(entries.get("cells"), list):
+        raise ValueError(f"{index}: not a grid index (expected an object with a 'cells' list)")
+    cells_dir = index.parent.parent.parent / "cells"
+    for entry in entries["cells"]:
+        folder = cells_dir / entry["key"]
+        names = {k: entry.get(k) for k in NAMES if entry.get(k) is not None}
+        found = next((folder / f for f in (RESULT, FAILURE) if (folder / f).is_file()), None)
+        start = len(rows)
+        if found is None:
+            rows.append({**names, "status": "missing", "reason": "not run yet (or its job is still running)",
+                         "metric": None, "config_hash": entry["key"], "path": str(folder)})
+        elif not _read(found, entry["label"], rows, problems):  # an unreadable record is a row with why
+            rows.append({**names, "status": "failed", "reason": f"unreadable record: {problems[-1]}",
+                         "metric": None, "config_hash": entry["key"], "path": str(found)})
+        elif found.name == FAILURE:  # the job's names are the command line's; the index's are the grid's
+            rows[start:] = [{**r, **names, "config_hash": entry["key"]} for r in rows[start:]]
 
 
 def collate(paths=(), out: str | Path | None = None, index: str | Path | None = None) -> pd.DataFrame:
     """Rows from a grid's index (``results/grids/<grid>/index.json``: its cells by key, with the grid's
-    labels; a cell without a record is listed as missing) and/or from record files and folders."""
+    labels; a cell without a record is listed as missing, one whose job failed as failed with the
+    reason from its ``failure.json``) and/or from record files and folders."""
     rows, problems = [], []
     if index is not None:
-        index = Path(index)
-        entries = read_json(index)
-        cells_dir = index.parent.parent.parent / "cells"
-        for entry in entries["cells"]:
-            folder = cells_dir / entry["key"]
-            if (folder / RESULT).is_file():
-                _read(folder / RESULT, entry["label"], rows, problems)
-            elif (folder / FAILURE).is_file():
-                _read(folder / FAILURE, entry["label"], rows, problems)
-                rows[-1:] = [{**r, **{k: entry[k] for k in ("label", "method", "model", "task", "seed")}}
-                             for r in rows[-1:]]
-            else:
-                rows.append({**{k: entry.get(k) for k in ("label", "track", "method", "model", "task", "seed")},
-                             "status": "missing", "reason": "not run yet (or its job is still running)",
-                             "metric": None, "config_hash": entry["key"], "path": str(folder)})
+        _index_rows(Path(index), rows, problems)
     for path in find_results(paths):
         _read(path, None, rows, problems)
     for line in problems:
-        print(f"adaptbench collate: {line}", file=sys.stderr)
+        print(f"adaptbench collate: skipped {line}", file=sys.stderr)
     extra = sorted({k for r in rows for k in r} - set(COLUMNS))
     frame = pd.DataFrame(rows, columns=COLUMNS + extra)
     if not frame.empty:

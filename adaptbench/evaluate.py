@@ -28,6 +28,8 @@ def predict(model, tokenizer, split: tasks.Split, spec: tasks.TaskSpec, cfg: Tra
     for batch in loader:
         batch.pop("labels")
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+        if not torch.isfinite(logits).all():  # argmax would turn a diverged model into a score
+            raise FloatingPointError(f"non-finite logits on {split.source}: the model diverged; lower train.lr")
         out.append(logits.squeeze(-1) if spec.kind == "regression" else logits.argmax(-1))
     return torch.cat(out).float().cpu().numpy()
 

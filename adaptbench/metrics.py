@@ -16,12 +16,24 @@ def _mcc(y, p):
     return matthews_corrcoef(y, p)
 
 
+def _defined_correlation(name: str, y, p) -> None:
+    """A correlation with a constant side is undefined (0/0), never 0: a model that predicts one value for
+    every example has collapsed or diverged, and that is a failed cell, not a score."""
+    if not np.std(p) > 0:
+        raise FloatingPointError(f"{name} is undefined: the model predicts the same value ({p.flat[0]:.4g}) for "
+                                 f"all {p.size} examples (collapsed or diverged; lower train.lr)")
+    if not np.std(y) > 0:
+        raise ValueError(f"{name} is undefined: all {y.size} labels are equal; evaluate on more examples")
+
+
 def _pearson(y, p):
-    return pearsonr(p, y)[0] if np.std(p) > 0 and np.std(y) > 0 else 0.0  # constant predictions: no correlation
+    _defined_correlation("pearson", y, p)
+    return pearsonr(p, y)[0]
 
 
 def _spearman(y, p):
-    return spearmanr(p, y)[0] if np.std(p) > 0 and np.std(y) > 0 else 0.0
+    _defined_correlation("spearman", y, p)
+    return spearmanr(p, y)[0]
 
 
 METRICS = {
@@ -34,9 +46,20 @@ METRICS = {
 
 
 def compute(metric_names, labels, predictions) -> dict[str, float]:
-    """Scores in [−1, 1] or [0, 1] (tables multiply by 100, as the papers print them)."""
+    """Scores in [−1, 1] or [0, 1] (tables multiply by 100, as the papers print them).
+
+    A diverged model is never a number: non-finite predictions, or a metric that comes out non-finite,
+    raise ``FloatingPointError`` (the job then fails its cell with this reason)."""
     unknown = [m for m in metric_names if m not in METRICS]
     if unknown:
         raise KeyError(f"unknown metric(s) {unknown}; available: {sorted(METRICS)}")
-    y, p = np.asarray(labels), np.asarray(predictions)
-    return {m: float(METRICS[m](y, p)) for m in metric_names}
+    y, p = np.asarray(labels), np.asarray(predictions, dtype=float)
+    bad = int((~np.isfinite(p)).sum())
+    if bad:
+        raise FloatingPointError(f"non-finite predictions ({bad} of {p.size} are NaN or inf): the model diverged; "
+                                 "lower train.lr")
+    scores = {m: float(METRICS[m](y, p)) for m in metric_names}
+    bad_metrics = sorted(m for m, v in scores.items() if not np.isfinite(v))
+    if bad_metrics:
+        raise FloatingPointError(f"non-finite metric(s) {bad_metrics}: the predictions cannot be scored")
+    return scores

@@ -189,9 +189,11 @@ def make_record(*, track: str, config: dict, protocol: dict, run_info: dict, tra
 
 
 def failure_record(*, track: str, config: dict, reason: str, run_info: dict | None = None) -> dict:
-    """What a job that could not finish leaves beside its (absent) result: the reason, in one line."""
-    return make_record(track=track, config=config, protocol={}, run_info=run_info or {}, status="failed",
-                       reason=" ".join(str(reason).split()))
+    """What a job that could not finish leaves beside its (absent) result (``failure.json``): the
+    reason, in one line. It has no protocol: a failed cell is comparable with nothing."""
+    record = make_record(track=track, config=config, protocol={}, run_info=run_info or {}, status="failed",
+                         reason=" ".join(str(reason).split()))
+    return {**record, "protocol_hash": None, "protocol": None}
 
 
 def upgrade_v1(record: dict) -> dict:

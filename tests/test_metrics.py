@@ -35,8 +35,19 @@ def test_pearson_spearman_by_hand():
     assert out["spearman"] == pytest.approx(expected_r)
 
 
-def test_constant_prediction_gives_zero_correlation_not_nan():
-    assert compute(["pearson"], [1.0, 2.0, 3.0], [2.0, 2.0, 2.0])["pearson"] == 0.0
+@pytest.mark.parametrize("metric", ["pearson", "spearman"])
+def test_constant_prediction_is_a_failure_not_a_zero_correlation(metric):
+    """A collapsed regression model (lr far too high) predicts one value: the correlation is 0/0, and a
+    metric never turns that into a score (issue 14, defect 4)."""
+    with pytest.raises(FloatingPointError, match=f"{metric} is undefined: the model predicts the same value"):
+        compute([metric], [1.0, 2.0, 3.0], [2.0, 2.0, 2.0])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("metric", ["acc", "mcc", "pearson"])
+def test_non_finite_predictions_are_never_scored(metric, bad):
+    with pytest.raises(FloatingPointError, match=r"non-finite predictions \(1 of 3"):
+        compute([metric], [1, 0, 1], [1.0, bad, 0.0])
 
 
 def test_unknown_metric_is_named():

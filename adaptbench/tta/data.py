@@ -140,16 +140,40 @@ def cifar10c_unavailable_reason(data_dir: str | Path | None) -> str | None:
     return f"missing {', '.join(missing)}" if missing else None
 
 
-def _cifar_batches(folder: Path, names) -> tuple[np.ndarray, np.ndarray]:
+# What a CIFAR-10 "python version" batch may reference: a dict of numpy arrays and lists. Anything else
+# (a pickle can name any callable) is refused, so a data folder is data, never code.
+_CIFAR_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                  ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                  ("numpy._core.multiarray", "scalar")}
+
+
+def read_cifar_batch(path: Path) -> dict:
+    """One CIFAR-10 batch file, unpickled with only numpy's array constructors allowed."""
     import pickle
 
+    class ArraysOnly(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) not in _CIFAR_GLOBALS:
+                raise pickle.UnpicklingError(f"it references {module}.{name}")
+            return super().find_class(module, name)
+
+    try:
+        with open(path, "rb") as f:
+            batch = ArraysOnly(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: not a CIFAR-10 batch ({e}); expected the 'python version' of CIFAR-10") from None
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise ValueError(f"{path}: not a CIFAR-10 batch (expected a dict with b'data' and b'labels')")
+    return batch
+
+
+def _cifar_batches(folder: Path, names) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for name in names:
         path = folder / name
         if not path.is_file():
             raise FileNotFoundError(f"CIFAR-10 batch not found: {path}")
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+        batch = read_cifar_batch(path)
         xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
     return np.concatenate(xs), np.concatenate(ys)

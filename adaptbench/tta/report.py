@@ -154,6 +154,12 @@ def write_tta_report(cells_csv: str | Path, grid: dict, out_dir: str | Path, cla
     if unavailable:
         lines += ["Sources not run (data not available here; nothing substituted):", ""]
         lines += [f"- `{name}`: {reason}" for name, reason in unavailable.items()] + [""]
+    not_done = (tidy[tidy["status"] != "ok"].drop_duplicates(["config_hash"])  # failure.json: the job's reason
+                if {"status", "config_hash"} <= set(tidy.columns) else tidy.iloc[:0])
+    if not not_done.empty:
+        lines += ["Cells without a score (left out of the tables; a rerun retries them):", ""]
+        lines += [f"- {r.label} / {r.model} / {r.task} / seed {r.seed}: **{r.status}** — {r.reason}"
+                  for r in not_done.itertuples()] + [""]
     for source in cells["source"].unique():
         sub = cells[cells["source"] == source]
         clean = sub["source_clean_error"].dropna()

@@ -57,6 +57,12 @@ def test_every_shipped_grid_dry_runs(grid, tmp_path):
         assert counts.get("train_source", 0) == len(cfg["sources"]) - len(unavailable)
         assert counts["report_tables"] == 1
         return
+    if kind == "llm":  # zero-shot rows and data-dependent training sets: the plan is the truth
+        from adaptbench import grid as gridlib
+
+        counts = job_counts(proc.stdout)
+        assert counts.get("llm_cell", 0) == len(gridlib.plan(cfg).cells) and counts["report_tables"] == 1, counts
+        return
     if kind == "pretrain":  # each exclude rule here names one optimizer × size
         expected = (len(cfg["methods"]) * len(cfg["models"]) - len(cfg.get("exclude", []))) * len(cfg["tasks"])
         assert job_counts(proc.stdout)["pretrain"] == expected * len(cfg["seeds"])
@@ -78,12 +84,29 @@ def test_lora_roberta_grid_on_slurm_lists_40_gpu_training_jobs(tmp_path):
     assert all("gpu=1" in b and "runtime=960" in b and "mem_mb=32000" in b for b in finetune_blocks)
 
 
-def test_bad_grid_value_fails_at_parse_time_naming_it():
+def error_lines(proc) -> list[str]:
+    return [line for line in (proc.stdout + proc.stderr).splitlines()
+            if line.strip() and "Using workflow specific profile" not in line
+            and "is extended by additional config specified via the command line" not in line]  # Snakemake's notices
+
+
+def test_bad_grid_value_fails_at_parse_time_in_one_line():
     proc = snakemake("-n", "--config", "seeds=[-1]")
     assert proc.returncode != 0
-    assert "-1 is less than the minimum of 0" in proc.stdout + proc.stderr
+    assert error_lines(proc) == ["adaptbench: error: --config seeds: seeds/0: -1 is not valid; expected >= 0"]
     proc = snakemake("-n", "--config", "methods=[lorra]")
-    assert "unknown method 'lorra'. Did you mean: lora" in proc.stdout + proc.stderr
+    lines = error_lines(proc)
+    assert len(lines) == 1 and "unknown adapter method 'lorra'. Did you mean: lora" in lines[0]
+
+
+def test_a_misspelt_grid_key_is_one_line_not_the_schema(tmp_path):
+    """Before: `seed:` instead of `seeds:` printed 244 lines, the whole schema (issue 14, item 10)."""
+    grid = {k: v for k, v in TINY.items() if k != "seeds"}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump({**grid, "seed": [0]}))
+    proc = run_in(tmp_path, "-n")
+    lines = error_lines(proc)
+    assert proc.returncode != 0 and len(lines) == 1, proc.stdout + proc.stderr
+    assert lines[0].startswith("adaptbench: error: grid.yaml:7: unknown key 'seed'; did you mean 'seeds'?")
 
 
 TINY = {"grid": "tiny", "methods": ["full", "lora"], "models": ["tiny-bert"], "tasks": ["syn_sentiment", "syn_sts"],
@@ -140,6 +163,21 @@ def test_second_run_does_nothing(tiny_run):
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
 
 
+def test_report_only_regenerates_the_tables_from_stored_results(tiny_run):
+    """`make report`: collate and report again, train nothing, even with a cell missing."""
+    shutil.rmtree(tiny_run / "reports")
+    report_only = {"ADAPTBENCH_REPORT_ONLY": "1"}
+    proc = snakemake("-s", str(REPO / "Snakefile"), "-d", str(tiny_run), "--configfile", str(tiny_run / "grid.yaml"),
+                     "-n", "--config", "seeds=[0,1]", "--forcerun", "collate_results", cwd=tiny_run, extra_env=report_only)
+    counts = job_counts(proc.stdout)
+    assert "finetune" not in counts and "evaluate_glue" not in counts and counts["report_tables"] == 1, counts
+    proc = snakemake("-s", str(REPO / "Snakefile"), "-d", str(tiny_run), "--configfile", str(tiny_run / "grid.yaml"),
+                     "--cores", "1", "--forcerun", "collate_results", cwd=tiny_run, extra_env=report_only)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| full " in (tiny_run / "reports" / "tiny" / "table.md").read_text()
+    assert "Nothing to be done" in run_in(tiny_run, "-n").stderr + run_in(tiny_run, "-n").stdout
+
+
 def test_adding_a_seed_runs_only_the_new_cells(tiny_run):
     proc = run_in(tiny_run, "-n", "--config", "seeds=[0,1]")
     counts = job_counts(proc.stdout)
@@ -164,6 +202,10 @@ def test_keep_going_finishes_every_other_cell(tmp_path):
              json.loads((tmp_path / "results" / "grids" / "broken" / "index.json").read_text())["cells"]}
     assert (tmp_path / "results" / "cells" / index["full"] / "result.json").exists()
     assert not (tmp_path / "results" / "cells" / index["bad_lora"] / "train.json").exists()
+    # the failed cell is a row with its reason, and the report of the good one still appears
+    assert "1 of 2 cells failed" in proc.stderr
+    report = (tmp_path / "reports" / "broken" / "README.md").read_text()
+    assert "| full " in report and "bad_lora / tiny-bert / syn_sentiment / seed 0: **failed** — lora: r must be" in report
 
 
 def test_slurm_profile_sbatch_options(tmp_path):

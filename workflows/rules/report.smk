@@ -1,4 +1,12 @@
 # Every track: the grid's records → one tidy table → the track's report.
+#
+# A failed cell is a row with its reason, and the report of the rest still appears. Snakemake never
+# runs a job whose inputs failed, so collate_results (input: every cell's result.json) cannot run under
+# --keep-going when a cell failed; a collate whose only input is the index would run before the cells.
+# Instead the `onerror` hook below, which Snakemake calls once after every job it could run has
+# finished, collates what is there and writes the report: completed cells in the table, failed ones
+# listed with the reason from their failure.json. Snakemake still exits non-zero, and the next run
+# retries only the failed cells.
 localrules: index_grid, collate_results, report_tables
 
 
@@ -18,7 +26,8 @@ rule collate_results:
     """The grid's index + its cells' result.json → one tidy CSV (one row per cell × metric)."""
     input:
         index=f"{GRID_DIR}/index.json",
-        results=result_files(),
+        # make report (report_only): the records that are stored, so nothing trains and nothing is missing
+        results=[f for f in result_files() if os.path.exists(f)] if REPORT_ONLY else result_files(),
     output:
         f"{GRID_DIR}/tidy.csv",
     log:
@@ -40,12 +49,12 @@ rule report_tables:
     log:
         f"{GRID_DIR}/report.log",
     params:
-        grid_json=shlex.quote(gridlib.as_json(config)),
-        unavailable=shlex.quote(gridlib.as_json(UNAVAILABLE)),
-        out_dir=lambda wc, output: os.path.dirname(output[0]),
-        python=PYTHON,
+        command=lambda wc, input: report_command(input.cells),
     conda:
         "../../envs/adaptbench.yaml"
     shell:
-        "{params.python} -m adaptbench report --cells {input.cells} --grid-json {params.grid_json}"
-        " --unavailable {params.unavailable} --out-dir {params.out_dir} > {log} 2>&1"
+        "{params.command} > {log} 2>&1"
+
+
+onerror:
+    partial_report()
