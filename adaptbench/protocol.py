@@ -40,6 +40,7 @@ class Adapter:
     TRAINABLE: tuple[str, ...] = ()
     TEST_LR: float = 1e-2  # a learning rate at which one step visibly moves a tiny model
     IDENTITY_AT_INIT: bool = True  # the adapted model computes what the base computes, before any step
+    LIBRARY_LAYERS: bool = False  # True: wraps a library's own layers (PEFT), not methods/adapters/_layers
 
     def __init__(self, cfg):
         self.cfg = cfg
