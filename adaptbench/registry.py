@@ -94,6 +94,10 @@ def _discover(name: str | None = None) -> None:
         for mod in pkgutil.iter_modules([str(METHODS_DIR / family_dir)]):
             if not mod.name.startswith("_"):
                 _import_module(f"methods.{family_dir}.{mod.name}")
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="adaptbench.methods"):  # installed plug-ins (see adaptbench/user_methods.py)
+        ep.load()
     _DISCOVERED_ALL = True
 
 

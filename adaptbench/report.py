@@ -8,6 +8,7 @@ is the grid's call (``report.comparable``): a CPU subset run is shown as "not co
 
 from __future__ import annotations
 
+import functools
 import textwrap
 from pathlib import Path
 
@@ -44,14 +45,19 @@ def human_bytes(n: float) -> str:
 UNSCALED = ("ppl", "loss")  # printed as is, lower is better; every other metric is a fraction × 100
 
 
-def table_metric(task: str, report_cfg: dict) -> str:
-    if report_cfg.get("metrics", {}).get(task):
-        return report_cfg["metrics"][task]
+@functools.lru_cache(maxsize=None)
+def _main_metric(task: str) -> str:
     if task in tasks.list_tasks():
         return tasks.get_task(task).main_metric
     from adaptbench.tasks.corpora import get_corpus
 
     return get_corpus(task).main_metric
+
+
+def table_metric(task: str, report_cfg: dict) -> str:
+    """The metric a table shows for ``task``: the grid's choice, else the task's main metric (cached:
+    a report asks once per row)."""
+    return (report_cfg.get("metrics") or {}).get(task) or _main_metric(task)
 
 
 def selected_scores(cells: pd.DataFrame, report_cfg: dict, selection: str) -> pd.DataFrame:
@@ -166,6 +172,52 @@ def build_tables(cells: pd.DataFrame, grid: dict, claims: list[dict], unavailabl
     return pd.DataFrame(rows), pd.DataFrame(verdicts), scores, task_order
 
 
+PEFT_PREFIX = "peft_"  # a grid's PEFT row for our row X is labelled peft_X unless report.peft_pairs says otherwise
+
+
+def ours_minus_peft(scores: pd.DataFrame, report_cfg: dict, task_order) -> pd.DataFrame:
+    """Per pair (our row, PEFT's row) and task: ours − PEFT of the table metric, paired by seed (only the seeds both
+    rows ran), as mean ± std over the paired differences. Pairs: ``report.peft_pairs`` ({ours label: PEFT label}),
+    else every label X with a row peft_X. Empty when the grid has no pair."""
+    labels = set(scores["label"])
+    pairs = report_cfg.get("peft_pairs") or {
+        label.removeprefix(PEFT_PREFIX): label for label in sorted(labels)
+        if label.startswith(PEFT_PREFIX) and label.removeprefix(PEFT_PREFIX) in labels}
+    rows = []
+    for ours, theirs in pairs.items():
+        a, b = scores[scores["label"] == ours], scores[scores["label"] == theirs]
+        for model in sorted(set(a["model"]) | set(b["model"])):
+            a_m, b_m = a[a["model"] == model], b[b["model"] == model]
+            count = lambda s: human_params(s["trainable_params"].iloc[0]) if not s.empty else "–"  # noqa: E731
+            row = {"ours": ours, "PEFT": theirs, "model": model, "#params ours / PEFT": f"{count(a_m)} / {count(b_m)}"}
+            means = []
+            for task in task_order:
+                paired = (a_m[a_m["task"] == task][["seed", "score"]]
+                          .merge(b_m[b_m["task"] == task][["seed", "score"]], on="seed", suffixes=("_ours", "_peft")))
+                if paired.empty:
+                    row[task] = "n/a"
+                    continue
+                diff = paired["score_ours"] - paired["score_peft"]
+                means.append(diff.mean())
+                spread = f" ± {diff.std():.1f}" if len(diff) > 1 else ""
+                row[task] = f"{diff.mean():+.1f}{spread} (n={len(diff)})"
+            row["Avg"] = f"{sum(means) / len(means):+.1f}" if means and len(means) == len(task_order) else "n/a"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def peft_section(scores: pd.DataFrame, report_cfg: dict, task_order, out_dir: Path) -> list[str]:
+    """The report's "ours − PEFT" section (and ours_vs_peft.csv), or nothing when the grid pairs no rows."""
+    diff = ours_minus_peft(scores, report_cfg, task_order)
+    if diff.empty:
+        return []
+    atomic_write_text(out_dir / "ours_vs_peft.csv", diff.to_csv(index=False))
+    return ["## Ours − PEFT (paired by seed)", "",
+            "Per task: mean ± std over the seeds both rows ran of our score minus PEFT's (× 100, the table's metric "
+            "and epoch); n = seeds paired. A difference within the seed spread means the reimplementation matches "
+            "the library.", "", diff.to_markdown(index=False, disable_numparse=True), ""]
+
+
 def to_latex(frame: pd.DataFrame, caption: str) -> str:
     cols = list(frame.columns)
     esc = lambda s: str(s).replace("±", r"$\pm$").replace("_", r"\_").replace("#", r"\#").replace("%", r"\%")  # noqa: E731
@@ -254,13 +306,17 @@ def write_report(cells_csv, grid_path, out_dir, claims_dir=None, unavailable=Non
         lines += [f"- {note}" for note in report_cfg["notes"]] + [""]
     if unavailable:
         lines += ["Tasks not run:", ""] + [f"- **{t}**: {why}" for t, why in unavailable.items()] + [""]
-    if not not_done.empty:
-        lines += ["Cells without a score (left out of the table):", ""]
+    if not not_done.empty:  # a failed cell is a row with its reason (failure.json), never a silent gap
+        counts = not_done["status"].value_counts()
+        summary = ", ".join(f"{n} {status}" for status, n in counts.items())
+        lines += [f"Cells without a score (left out of the table; {summary} of "
+                  f"{len(tidy.drop_duplicates(['label', 'model', 'task', 'seed']))}; a rerun retries them):", ""]
         lines += [f"- {r.label} / {r.model} / {r.task} / seed {r.seed}: **{r.status}** — {r.reason}"
                   for r in not_done.itertuples()] + [""]
     if not verdicts.empty:
         lines += [f"## Against the papers ({', '.join(report_cfg['claims']) if isinstance(report_cfg.get('claims'), list) else report_cfg.get('claims')}: aggregate as each paper does)", "",
                   verdicts.to_markdown(index=False), ""]
+    lines += peft_section(scores, report_cfg, task_order, out_dir)
     lines += ["![score vs trainable parameters](score_vs_params.png)", "", "![per task](per_task.png)", ""]
     atomic_write_text(out_dir / "README.md", "\n".join(lines))
     written.insert(0, out_dir / "README.md")
