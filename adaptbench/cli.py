@@ -19,28 +19,9 @@ import os
 import sys
 from pathlib import Path
 
+from adaptbench.jsonargs import json_arg, json_list  # noqa: F401  (re-exported: adaptbench.cli.json_arg)
 from adaptbench.leaderboard_commands import COMMANDS as LEADERBOARD
 from adaptbench.tracks import Command, all_tracks
-
-
-def json_arg(text: str, flag: str) -> dict:
-    try:
-        value = json.loads(text) if text else {}
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{flag}: expected a JSON object, got {text!r} ({e.msg})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{flag}: expected a JSON object, got {text!r}")
-    return value
-
-
-def json_list(text: str, flag: str) -> list:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{flag}: expected a JSON list, got {text!r} ({e.msg})") from None
-    if not isinstance(value, list) or not value:
-        raise ValueError(f"{flag}: expected a non-empty JSON list, got {text!r}")
-    return value
 
 
 # ---- shared commands -------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ def _train_args(p) -> None:
 def _check_cell(args) -> tuple[dict, dict]:
     """Torch-free checks of a cell's inputs: a bad name or hyperparameter fails in a second."""
     from adaptbench import manifest, tasks
-    from adaptbench.cli import json_arg
+    from adaptbench.jsonargs import json_arg
     from adaptbench.config import TrainConfig
 
     method_params = json_arg(args.method_params, "--method-params")

@@ -34,7 +34,7 @@ def _args(p):
 
 def _run(args):
     from adaptbench import manifest
-    from adaptbench.cli import json_arg
+    from adaptbench.jsonargs import json_arg
     from adaptbench.config import TrainConfig
     from adaptbench.tracks.llm.grid import ZERO_SHOT, eval_settings
 

@@ -294,7 +294,7 @@ def add_arguments(p) -> None:
 def run(args) -> dict:
     import json
 
-    from adaptbench.cli import json_arg
+    from adaptbench.jsonargs import json_arg
 
     result = pretrain(model_size=args.model_size, corpus=args.corpus, seed=args.seed, out_dir=args.out,
                       train_params=json_arg(args.train_params, "--train-params"), optimizer=args.optimizer,

@@ -24,7 +24,7 @@ def _source_args(p):
 
 
 def _run_source(args):
-    from adaptbench.cli import json_arg
+    from adaptbench.jsonargs import json_arg
     from adaptbench.tta.streams import train_source_job
 
     print(json.dumps(train_source_job(json_arg(args.source, "--source"), args.out, args.threads), default=str))
@@ -46,7 +46,7 @@ def _adapt_args(p):
 
 def _run_adapt(args):
     from adaptbench import manifest
-    from adaptbench.cli import json_arg, json_list
+    from adaptbench.jsonargs import json_arg, json_list
 
     params = json_arg(args.method_params, "--method-params")
     if manifest.load().get(args.method, {}).get("family", "tta") != "tta":
