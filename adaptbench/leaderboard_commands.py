@@ -14,19 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from adaptbench.jsonargs import json_arg
 from adaptbench.tracks import Command
-
-
-def _json(text: str, flag: str) -> dict:
-    import json
-
-    try:
-        value = json.loads(text) if text else {}
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{flag}: expected a JSON object, got {text!r} ({e.msg})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{flag}: expected a JSON object, got {text!r}")
-    return value
 
 
 def _leaderboard_args(p) -> None:
@@ -134,7 +123,7 @@ def _compare(args):
 
     _load_extra(args)
     result = compare(args.target, args.against, args.results, args.method, args.like,
-                     _json(args.method_params, "--method-params"), _json(args.train_params, "--train-params"),
+                     json_arg(args.method_params, "--method-params"), json_arg(args.train_params, "--train-params"),
                      args.data_dir, args.model_source, args.threads)
     print(result.text())
 
