@@ -18,6 +18,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from adaptbench import manifest
@@ -67,7 +68,7 @@ class Cell:
     train_params: dict
     config: dict = field(default_factory=dict, compare=False)
 
-    @property
+    @cached_property  # hashed once per cell (the Snakefile, the index and the init step all ask for it)
     def key(self) -> str:
         return config_hash(self.config)
 
@@ -86,14 +87,15 @@ class Plan:
 
     def check_distinct(self) -> None:
         """Two entries of a grid that compute the same cell would share one folder: an error naming both."""
-        seen = {}
+        seen, names = {}, set()
         for c in self.cells:
             name = (c.label, c.model, c.task, c.seed)
-            if name in seen.values():
+            if name in names:
                 raise ValueError(f"grid: two cells are both named {name}; give the entries distinct names")
             if c.key in seen:
                 raise ValueError(f"grid: entries {seen[c.key]} and {name} compute the same cell; drop one")
             seen[c.key] = name
+            names.add(name)
 
 
 def plan(config: dict) -> Plan:
