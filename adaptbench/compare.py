@@ -8,7 +8,7 @@ folder its job was given, and the new cell is that configuration with the method
 ``train.optimizer`` (an optimizer) and its hyperparameters replaced (``--method-params``;
 ``--train-params`` overrides training settings outside the protocol, e.g. the learning rate). Cells are
 stored by content (``results/cells/<config hash>/``), so a cell computed before is reused, never retrained.
-The fine-tuning jobs run in this process (``tracks.finetune.job.train`` then ``evaluate_checkpoint``), so
+The fine-tuning jobs run in this process (``tracks.finetune.job.train``, which also scores the cell), so
 a method loaded from the researcher's file is registered where it runs.
 
 Protocols are checked, not assumed: a new cell's ``protocol_hash`` must equal the ``--like`` cell's of the
@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from adaptbench import leaderboard as lb
-from adaptbench.config import RUN_CONTROL, TrainConfig
+from adaptbench.config import RUN_CONTROL, SINCE_STORED, TrainConfig
 from adaptbench.results import config_hash, folder_name, read_record
 
 
@@ -107,7 +107,9 @@ def _new_config(name: str, params: dict, info: dict, train_overrides: dict, data
 
     spec = get_method(name)
     resolved = asdict(spec.make_config(params))  # a bad --method-params fails here, in one line
-    train = {**{k: v for k, v in (info.get("train") or {}).items() if k not in RUN_CONTROL}, **train_overrides}
+    # a stored cell that predates a setting ran with its old value (SINCE_STORED), not today's default
+    train = {**SINCE_STORED, **{k: v for k, v in (info.get("train") or {}).items() if k not in RUN_CONTROL},
+             **train_overrides}
     if spec.family == "optimizer":  # the grid's optimizer axis passes its params as given: so does this
         method, method_params = info["method"], info.get("method_params") or {}
         train.update(optimizer=name, optimizer_params=dict(params))
@@ -133,9 +135,9 @@ def run_cells(jobs: list[tuple[str, dict]], results: Path, label: str, threads=N
             continue
         record = finetune.train(**job, out_dir=folder, label=label, threads=threads, progress=progress)
         if config_hash(record["config"]) != key:  # the job names its cell as we do, or the store would lie
+            (folder / "result.json").unlink(missing_ok=True)
             raise ValueError(f"cell {key}: the training job computed config hash {config_hash(record['config'])}; "
                              "report this as a bug (compare and the job disagree on the cell's configuration)")
-        finetune.evaluate_checkpoint(folder, folder / "result.json", data_dir=job["data_dir"], threads=threads)
         trained.append(key)
     return trained, reused
 

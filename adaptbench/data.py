@@ -20,6 +20,7 @@ class Encoded(torch.utils.data.Dataset):
         columns = list(zip(*split.texts))
         self.enc = tokenizer(*columns, truncation=True, max_length=max_length)
         self.labels = torch.tensor(split.labels, dtype=torch.float32 if regression else torch.long)
+        self.lengths = [len(ids) for ids in self.enc["input_ids"]]  # tokens per example, after truncation
 
     def __len__(self):
         return len(self.labels)

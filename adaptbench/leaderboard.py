@@ -50,7 +50,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from adaptbench.config import RUN_CONTROL  # run settings: never part of a cell
+from adaptbench.config import RUN_CONTROL, SINCE_STORED  # run settings: never part of a cell
 from adaptbench.results import config_hash, read_json, read_record
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,7 +95,10 @@ def variant_key(record: dict) -> str:
     """What a row holds beside its label: the method, its hyperparameters and training settings (less run
     control). Two configurations under one label and protocol become two rows."""
     info = record.get("run_info") or {}
-    train = {k: v for k, v in (info.get("train") or {}).items() if k not in RUN_CONTROL} \
+    # run control is not a variant; nor is a setting at the value every cell stored before it had
+    # (SINCE_STORED): a record that spells group_by_length: false and one that predates it are one row
+    train = {k: v for k, v in (info.get("train") or {}).items()
+             if k not in RUN_CONTROL and not (k in SINCE_STORED and SINCE_STORED[k] == v)} \
         if isinstance(info.get("train"), dict) else info.get("train")
     return config_hash({"method": info.get("method"), "params": info.get("method_params"), "train": train})
 

@@ -281,6 +281,8 @@ def test_keep_going_reports_the_good_cells_and_every_failure_with_its_reason(mat
     rows = tidy(work)
     for cell in GOOD_CELLS:
         assert rows[cell].status == "ok", rows[cell]
+        assert (cell_dirs(work)[cell] / "result.json").is_file()
+    assert not (cell_dirs(work)[("lora_r0", "syn_sentiment")] / "train.json").exists()  # failed before training
     for cell, reason in EXPECTED_FAILURES.items():
         assert rows[cell].status == "failed" and reason in rows[cell].reason, (cell, rows[cell].reason)
         log = next(cell_dirs(work)[cell].glob("*.log")).read_text()

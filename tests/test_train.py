@@ -35,6 +35,39 @@ def test_train_writes_a_complete_record(lora_cell):
     n_tensors = 2 * 2 * 2 + 2  # (A, B) × (query, value) × 2 layers + classifier weight and bias
     assert t["optimizer_state_bytes"] == 2 * 4 * t["params"]["trainable"] + 4 * n_tensors
     assert (out / "checkpoint.pt").exists() and not list(out.glob(".*.tmp"))
+    assert json.loads((out / "result.json").read_text())["status"] == "ok"  # scored in the same process
+
+
+def test_in_process_score_equals_a_rescore_of_the_stored_checkpoint(lora_cell, tmp_path):
+    """The train job scores the model it trained; `adaptbench evaluate` rebuilds it from checkpoint.pt.
+    Same merged weights, same numbers, bit for bit."""
+    out, _ = lora_cell
+    in_process = json.loads((out / "result.json").read_text())
+    rescored = evaluate_checkpoint(out, tmp_path / "result.json")
+    assert {n: m["value"] for n, m in in_process["metrics"].items()} == \
+        {n: m["value"] for n, m in rescored["metrics"].items()}
+    assert in_process["config_hash"] == rescored["config_hash"]
+    assert in_process["protocol_hash"] == rescored["protocol_hash"]
+    timeless = lambda info: {k: v for k, v in info.items() if k != "seconds"}  # noqa: E731
+    assert timeless(in_process["eval_info"]) == timeless(rescored["eval_info"])
+
+
+@pytest.mark.parametrize("keep", ["none", "all"])
+def test_keep_checkpoint_decides_the_files_never_the_record(keep, lora_cell, tmp_path):
+    out, record = lora_cell
+    again = train(method="lora", model="tiny-bert", task="syn_sentiment", seed=0, out_dir=tmp_path,
+                  train_params={**TRAIN, "keep_checkpoint": keep}, progress=False)
+    assert again["config"] == record["config"]  # run control: the same cell
+    assert (tmp_path / "checkpoint.pt").exists() == (keep == "all")
+    assert (tmp_path / "model.pt").exists() == (keep == "all")
+    first = json.loads((out / "result.json").read_text())["metrics"]
+    assert json.loads((tmp_path / "result.json").read_text())["metrics"] == first
+    if keep == "none":  # nothing to re-score from: one line saying why
+        with pytest.raises(FileNotFoundError, match="keep_checkpoint: none"):
+            evaluate_checkpoint(tmp_path, tmp_path / "again.json")
+    else:  # the merged model loads into a plain model of the same architecture
+        state = torch.load(tmp_path / "model.pt", weights_only=True)
+        assert not any("lora_" in k for k in state)
 
 
 def test_same_seed_same_numbers(lora_cell, tmp_path):

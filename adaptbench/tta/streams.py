@@ -163,9 +163,12 @@ def train_source_job(source: dict, out_dir: str | Path, threads: int | None = No
         return read_source_info(out_dir)
     from adaptbench.tracks.finetune.job import train
 
+    # A source is named by its settings as given (tta.grid.source_key): train it as every stored source was,
+    # with random batches unless it asks for grouping, and keep the checkpoint the TTA jobs rebuild it from.
+    train_params = {"group_by_length": False, **(source.get("train") or {}), "keep_checkpoint": "trainable"}
     record = train(method="full", model=source.get("model", "minilm"), task=source["task"], seed=seed,
-                   out_dir=out_dir, train_params=source.get("train") or {}, data_dir=source.get("data_dir"),
-                   progress=False)
+                   out_dir=out_dir, train_params=train_params, data_dir=source.get("data_dir"),
+                   progress=False, score=False)
     history = record["train_info"]["history"]
     info = {"kind": "text", "source": source, "clean_dev_metrics": history[-1]["metrics"],
             "wall_seconds": record["train_info"]["wall_seconds"]}

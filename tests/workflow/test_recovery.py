@@ -5,6 +5,7 @@ reproducible)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -44,8 +45,13 @@ def snakemake_cmd(work: Path, *args) -> list[str]:
 
 
 def finished(work: Path) -> dict[Path, int]:
-    """result.json → mtime (ns): the cells that are done."""
-    return {p: p.stat().st_mtime_ns for p in (work / "results" / "cells").glob("*/result.json")}
+    """result.json → mtime (ns): the cells that are done, as Snakemake sees it: the job wrote its result
+    and Snakemake recorded the job as complete (it drops the output's marker in .snakemake/incomplete/,
+    named by the base64 of the path). A kill between the two leaves the cell incomplete: it reruns."""
+    markers = work / ".snakemake" / "incomplete"
+    pending = {base64.b64decode(m.name).decode() for m in markers.glob("*")} if markers.is_dir() else set()
+    return {p: p.stat().st_mtime_ns for p in (work / "results" / "cells").glob("*/result.json")
+            if str(p.relative_to(work)) not in pending}
 
 
 def table(work: Path) -> dict:

@@ -1,4 +1,4 @@
-# Fine-tuning: (init) → train → evaluate per cell. Cells live in results/cells/<key>/.
+# Fine-tuning: (init) → train and score, one job per cell. Cells live in results/cells/<key>/.
 from adaptbench.tracks.finetune import grid as finetune_grid
 
 INITS, INIT_OF = finetune_grid.init_index(PLAN.cells, config.get("data_dir"))
@@ -40,13 +40,14 @@ rule init_adapter:
 
 
 rule finetune:
-    """Fine-tune one cell; writes the trainable tensors and the training log. Killed or preempted, it
+    """Fine-tune one cell and score it in the same process → train.json, result.json; keeps the checkpoint
+    train.keep_checkpoint asks for (re-score it with `adaptbench evaluate`). Killed or preempted, it
     leaves resume.pt and a rerun continues from it."""
     input:
         init=lambda wc: [INIT_FILE.format(init=INIT_OF[wc.cell])] if wc.cell in INIT_OF else [],
     output:
-        checkpoint=f"{CELL_DIR}/checkpoint.pt",
         log_json=f"{CELL_DIR}/train.json",
+        result=f"{CELL_DIR}/result.json",
     log:
         f"{CELL_DIR}/train.log",
     params:
@@ -63,9 +64,11 @@ rule finetune:
     threads: rule_resource("train", "threads")
     resources:
         mem_mb=rule_resource("train", "mem_mb"),
-        runtime=runtime_for("train"),
+        runtime=lambda wc, attempt: (rule_resource("train", "runtime") + rule_resource("evaluate", "runtime")) * attempt,
         gpu=rule_resource("train", "gpu"),
-        checkpoint_every=int((config.get("train") or {}).get("checkpoint_every", 0)),  # run control
+        # run control: changing these reruns nothing (resources, not params)
+        checkpoint_every=int((config.get("train") or {}).get("checkpoint_every", 0)),
+        keep_checkpoint=str((config.get("train") or {}).get("keep_checkpoint", "trainable")),
         **site_resources("train"),
     conda:
         "../../envs/adaptbench.yaml"
@@ -73,31 +76,6 @@ rule finetune:
         "{params.python} -m adaptbench train {params.init} --method {params.method} --label {params.label}"
         " --model {params.model} --task {params.task} --seed {params.seed}"
         " --method-params {params.method_params} --train-params {params.train_params}"
-        " --checkpoint-every {resources.checkpoint_every} --no-progress"
-        " {params.data_dir} --threads {threads} --out $(dirname {output.log_json}) > {log} 2>&1"
+        " --checkpoint-every {resources.checkpoint_every} --keep-checkpoint {resources.keep_checkpoint}"
+        " --no-progress {params.data_dir} --threads {threads} --out $(dirname {output.log_json}) > {log} 2>&1"
         " || {{ tail -n 1 {log} >&2; exit 2; }}"
-
-
-rule evaluate_glue:
-    """Score the trained cell (merged where the method allows) → result.json."""
-    input:
-        checkpoint=f"{CELL_DIR}/checkpoint.pt",
-        log_json=f"{CELL_DIR}/train.json",
-    output:
-        f"{CELL_DIR}/result.json",
-    log:
-        f"{CELL_DIR}/evaluate.log",
-    params:
-        data_dir=data_dir_flag(),
-        python=PYTHON,
-    threads: rule_resource("evaluate", "threads")
-    resources:
-        mem_mb=rule_resource("evaluate", "mem_mb"),
-        runtime=runtime_for("evaluate"),
-        gpu=rule_resource("evaluate", "gpu"),
-        **site_resources("evaluate"),
-    conda:
-        "../../envs/adaptbench.yaml"
-    shell:
-        "{params.python} -m adaptbench evaluate --train-dir $(dirname {input.log_json}) --out {output}"
-        " {params.data_dir} --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 2; }}"

@@ -1,5 +1,6 @@
 """Fine-tuning track (kind: finetune): encoders adapted by one method per cell, scored on GLUE-style
-tasks. Jobs: ``init`` (data-driven adapters), ``train``, ``evaluate``; rules in
+tasks. Jobs: ``init`` (data-driven adapters), ``train`` (trains and scores a cell), ``evaluate``
+(re-scores a stored checkpoint); rules in
 workflows/rules/finetune.smk; report: papers' tables with claims beside ours."""
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ def _cell_args(p, *, out_help: str) -> None:
 
 
 def _train_args(p) -> None:
-    _cell_args(p, out_help="cell folder for checkpoint.pt and train.json")
+    _cell_args(p, out_help="cell folder for train.json, result.json and the kept checkpoint")
     p.add_argument("--label", default=None, help="the grid's name for this method entry (default: --method)")
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--init", default=None, help="init.pt written by `adaptbench init` (data-driven adapters)")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="save a resumable checkpoint every N steps (run control: not part of the cell's hash)")
+    p.add_argument("--keep-checkpoint", choices=("none", "trainable", "all"), default=None,
+                   help="what the finished cell keeps: none, trainable (checkpoint.pt, default) or all (+ model.pt)")
+    p.add_argument("--no-score", action="store_true", help="train only: write no result.json (score later with evaluate)")
 
 
 def _check_cell(args) -> tuple[dict, dict]:
@@ -54,11 +58,14 @@ def _run_train(args):
     method_params, train_params = _check_cell(args)
     if args.checkpoint_every is not None:
         train_params["checkpoint_every"] = args.checkpoint_every
+    if args.keep_checkpoint is not None:
+        train_params["keep_checkpoint"] = args.keep_checkpoint
     from adaptbench.tracks.finetune.job import train
 
     train(method=args.method, model=args.model, task=args.task, seed=args.seed, method_params=method_params,
           train_params=train_params, data_dir=args.data_dir, out_dir=args.out, label=args.label,
-          device=args.device, threads=args.threads, progress=not args.no_progress, init_path=args.init)
+          device=args.device, threads=args.threads, progress=not args.no_progress, init_path=args.init,
+          score=not args.no_score)
 
 
 def _run_init(args):
@@ -98,9 +105,10 @@ TRACK = Track(
     plan=plan,
     report=_report,
     commands=(
-        Command("train", "fine-tune one method × model × task × seed", _train_args, _run_train),
+        Command("train", "fine-tune and score one method × model × task × seed", _train_args, _run_train),
         Command("init", "compute a data-driven adapter initialisation for one cell",
                 lambda p: _cell_args(p, out_help="init.pt path"), _run_init),
-        Command("evaluate", "score a trained cell and write result.json", _evaluate_args, _run_evaluate),
+        Command("evaluate", "re-score a stored cell from its checkpoint.pt → result.json", _evaluate_args,
+                _run_evaluate),
     ),
 )

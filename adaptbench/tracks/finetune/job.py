@@ -1,8 +1,11 @@
 """The fine-tuning track's jobs: ``init`` (a data-driven adapter's initialisation, cached),
-``train`` (one cell: build → loop → trainable tensors + train.json) and ``evaluate`` (rebuild the trained
-model, fold mergeable methods into plain weights, score → result.json, the one record of adaptbench).
+``train`` (one cell: build → loop → train.json, then the trained model with mergeable methods folded into
+plain weights is scored → result.json, the one record of adaptbench) and ``evaluate`` (re-score a stored
+cell from its checkpoint.pt: the same scoring on the rebuilt model).
 
-Reads top to bottom: seed → data → model → method.apply → optimizer → ``loop.fit`` → checkpoint.
+Reads top to bottom: seed → data → model → method.apply → optimizer → ``loop.fit`` → checkpoint → score.
+Scoring in the training process saves the second job's fixed cost (imports, model and data loading) that
+a separate evaluate job pays; ``rebuild_trained`` gives the same model, so both write the same record.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from adaptbench import models, tasks
+from adaptbench.batching import epoch_batches, padding_fraction, train_loader
 from adaptbench.build import (build_model, build_optimizer, linear_warmup_decay, optimizer_method, peak_memory_bytes,
                               pick_device, seed_everything, trainable_state)
 from adaptbench.config import TrainConfig
@@ -86,7 +90,11 @@ def _data_info(split: tasks.Split) -> dict:
 def train(*, method: str, model: str, task: str, seed: int, out_dir: str | Path,
           method_params: dict | None = None, train_params: dict | None = None,
           data_dir: str | None = None, device: str | None = None, threads: int | None = None,
-          label: str | None = None, progress: bool = True, init_path: str | Path | None = None) -> dict:
+          label: str | None = None, progress: bool = True, init_path: str | Path | None = None,
+          score: bool = True) -> dict:
+    """Train one cell into ``out_dir``: train.json, result.json (``score``), and what ``train.keep_checkpoint``
+    asks for (checkpoint.pt: the trained tensors; model.pt: the merged model). Returns the training record
+    (train.json's content, with the cell's ``config``)."""
     out_dir = Path(out_dir)
     spec = tasks.get_task(task)
     method_spec = get_method(method)
@@ -112,7 +120,8 @@ def train(*, method: str, model: str, task: str, seed: int, out_dir: str | Path,
     collate = make_collate(loaded.tokenizer)
     train_data = Encoded(loaded.tokenizer, train_split, cfg.max_length, spec.kind == "regression")
     generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(train_data, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, generator=generator)
+    loader = train_loader(train_data, cfg.batch_size, collate, generator, cfg.group_by_length)
+    epoch1_state = generator.get_state()  # epoch 1 draws its order from here (prepare() below draws nothing)
     init_state = None
     if method_obj.DATA_DRIVEN:  # cached by the init step, or computed here on the init step's batches
         init_state = (load_init(init_path, method) if init_path is not None
@@ -134,10 +143,11 @@ def train(*, method: str, model: str, task: str, seed: int, out_dir: str | Path,
 
     history, losses = done.history, done.losses
     best = max(history, key=lambda h: h["metrics"][spec.main_metric])
-    checkpoint = {"trainable": trainable_state(net, trained)}
-    if init_state is not None:  # the evaluator needs the frozen residual / ranks the init produced
-        checkpoint["init_state"] = init_state
-    atomic_torch_save(checkpoint, out_dir / "checkpoint.pt")
+    if cfg.keep_checkpoint != "none":
+        checkpoint = {"trainable": trainable_state(net, trained)}
+        if init_state is not None:  # re-scoring needs the frozen residual / ranks the init produced
+            checkpoint["init_state"] = init_state
+        atomic_torch_save(checkpoint, out_dir / "checkpoint.pt")
     record = {
         "config": config,
         "run_info": {
@@ -159,6 +169,8 @@ def train(*, method: str, model: str, task: str, seed: int, out_dir: str | Path,
             "epochs": cfg.epochs,
             "wall_seconds": round(done.wall_seconds, 2),
             "seconds_per_step": round(done.wall_seconds / max(done.step, 1), 4),
+            # padded / all tokens of epoch 1's training batches (replayed exactly, so a resumed run reports the same)
+            "padding_fraction": round(padding_fraction(train_data.lengths, epoch_batches(loader, epoch1_state)), 4),
             "peak_memory_bytes": peak_memory_bytes(dev),
             "optimizer_state_bytes": _optimizer_state_bytes(optimizer),
             "params": params,
@@ -173,6 +185,14 @@ def train(*, method: str, model: str, task: str, seed: int, out_dir: str | Path,
     }
     atomic_write_json(out_dir / "train.json", record)
     (out_dir / RESUME_FILE).unlink(missing_ok=True)  # finished: nothing left to resume
+    if not score:
+        return record
+    merged = method_spec.mergeable
+    if merged:
+        net = method_obj.merge(net)
+    if cfg.keep_checkpoint == "all":
+        atomic_torch_save({k: v.detach().cpu() for k, v in net.state_dict().items()}, out_dir / "model.pt")
+    score_cell(record, net, loaded.tokenizer, merged, eval_splits, dev, out_dir / "result.json")
     return record
 
 
@@ -191,10 +211,13 @@ def rebuild_trained(train_dir: str | Path):
     info = record["run_info"]
     spec = tasks.get_task(info["task"])
     method_obj, model, loaded = build_model(info["method"], info["method_params"], info["model"], spec, info["seed"],
-                                            optimizer_method(TrainConfig.from_dict(info["train"])))
+                                            optimizer_method(TrainConfig.from_record(info["train"])))
     path = train_dir / "checkpoint.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; the training job did not finish")
+        kept = TrainConfig.from_record(info["train"]).keep_checkpoint
+        raise FileNotFoundError(f"{path} not found; " + ("the cell was trained with train.keep_checkpoint: none, so it cannot"
+                                                        " be re-scored (rerun it with trainable)" if kept == "none"
+                                                        else "the training job did not finish"))
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, zero-byte or foreign file
@@ -222,17 +245,28 @@ def protocol(info: dict, cfg: TrainConfig) -> dict:
 
 def evaluate_checkpoint(train_dir: str | Path, out_path: str | Path, data_dir: str | None = None,
                         device: str | None = None, threads: int | None = None) -> dict:
+    """Re-score a stored cell: rebuild the trained model from train.json + checkpoint.pt, score it."""
     if threads:
         torch.set_num_threads(threads)
     dev = pick_device(device)
     record, model, tokenizer, merged = rebuild_trained(train_dir)
     info = record["run_info"]
     spec = tasks.get_task(info["task"])
-    cfg = TrainConfig.from_dict(info["train"])
+    cfg = TrainConfig.from_record(info["train"])
     model.to(dev)
     splits = {s: tasks.load_split(spec, s, data_dir, cfg.max_eval_samples, cfg.subset_seed)
               for s in spec.eval_splits}
+    return score_cell(record, model, tokenizer, merged, splits, dev, out_path)
+
+
+def score_cell(record: dict, model, tokenizer, merged: bool, splits: dict, dev, out_path: str | Path) -> dict:
+    """Score the trained (merged) model on the dev sets → the cell's result record, written atomically."""
+    info = record["run_info"]
+    spec = tasks.get_task(info["task"])
+    cfg = TrainConfig.from_record(info["train"])
+    t0 = time.perf_counter()
     last = evaluate_splits(model, tokenizer, spec, splits, cfg, dev)
+    seconds = round(time.perf_counter() - t0, 3)
     train_info = record["train_info"]
     best = next(h for h in train_info["history"] if h["epoch"] == train_info["best_epoch"])["metrics"]
     metrics = {name: metric(value, HIGHER_IS_BETTER[name.removesuffix("_mm")], metric_split(spec, name),
@@ -242,6 +276,6 @@ def evaluate_checkpoint(train_dir: str | Path, out_path: str | Path, data_dir: s
         track=TRACK, config=record["config"], protocol=protocol(info, cfg), run_info=info, train_info=train_info,
         metrics=metrics,
         eval_info={"merged": merged, "device": str(dev), "main_metric": spec.main_metric,
-                   "selection": cfg.selection, "splits": {s: len(d) for s, d in splits.items()}})
+                   "selection": cfg.selection, "splits": {s: len(d) for s, d in splits.items()}, "seconds": seconds})
     atomic_write_json(out_path, result)
     return result

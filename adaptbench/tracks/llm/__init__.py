@@ -35,8 +35,7 @@ def _args(p):
 def _run(args):
     from adaptbench import manifest
     from adaptbench.jsonargs import json_arg
-    from adaptbench.config import TrainConfig
-    from adaptbench.tracks.llm.grid import ZERO_SHOT, eval_settings
+    from adaptbench.tracks.llm.grid import ZERO_SHOT, eval_settings, train_config
 
     params, train = json_arg(args.method_params, "--method-params"), json_arg(args.train_params, "--train-params")
     if args.method != ZERO_SHOT:
@@ -45,7 +44,7 @@ def _run(args):
         manifest.check_params(args.method, params, "--method-params")
     if args.checkpoint_every is not None:
         train["checkpoint_every"] = args.checkpoint_every
-    TrainConfig.from_dict(train)
+    train_config(train)
     evaluation = eval_settings({"eval": json_arg(args.eval, "--eval")})
     from adaptbench.tracks.llm.job import run_cell
 

@@ -30,12 +30,21 @@ def eval_settings(config: dict) -> dict:
     return settings
 
 
+def train_config(train: dict | None) -> TrainConfig:
+    """The LLM track's training settings: its loader batches at random (no length grouping yet), so
+    ``group_by_length`` defaults to false here and true is refused in one line."""
+    cfg = TrainConfig.from_dict(train, defaults={"group_by_length": False})
+    if cfg.group_by_length:
+        raise ValueError("train.group_by_length: the LLM track batches at random; leave it out or set it false")
+    return cfg
+
+
 def cell_config(*, method: str, method_params: dict, model: str, task: str, seed: int, train: dict,
                 data_dir: str | None, evaluation: dict) -> dict:
     """Everything that decides what an LLM cell computes (its hash names the cell)."""
     return {"track": TRACK, "method": method,
             "method_params": manifest.resolve_params(method, method_params) if method != ZERO_SHOT else {},
-            "model": model_key(model), "task": task, "seed": seed, "train": TrainConfig.from_dict(train).semantic(),
+            "model": model_key(model), "task": task, "seed": seed, "train": train_config(train).semantic(),
             "data": folder_name(data_dir), "eval": evaluation}
 
 

@@ -27,7 +27,7 @@ from adaptbench.registry import get_method
 from adaptbench.results import atomic_write_json, atomic_write_text, config_hash, folder_name, make_record, metric
 from adaptbench.tracks.llm import lmeval, sets
 from adaptbench.tracks.llm.data import Encoded, causal_lm_loss, make_collate
-from adaptbench.tracks.llm.grid import TRACK, ZERO_SHOT, cell_config, eval_settings
+from adaptbench.tracks.llm.grid import TRACK, ZERO_SHOT, cell_config, eval_settings, train_config
 from adaptbench.tracks.llm.models import load_causal_lm
 
 RESUME_FILE = "resume.pt"
@@ -39,7 +39,7 @@ def run_cell(*, method: str, model: str, task: str, seed: int, out_dir: str | Pa
              progress: bool = False) -> dict:
     out_dir = Path(out_dir)
     method_params = dict(method_params or {})
-    cfg = TrainConfig.from_dict(train_params)
+    cfg = train_config(train_params)
     ev = eval_settings({"eval": evaluation or {}})
     spec = get_method(method) if method != ZERO_SHOT else None
     method_cfg = spec.make_config(method_params) if spec else None  # fails fast on a bad hyperparameter
