@@ -84,10 +84,17 @@ test: $(STAMP)
 test-integration: $(STAMP)
 	$(PY) -m pytest -q -m integration
 
+# Every figure is a ratio measured in one run (ours against a peer, before against after), never a
+# timed assertion. About 15 minutes on 2 cores; each script's --help says how to run it longer.
 bench: $(STAMP)
-	BENCH_THREADS=1 $(PY) benchmarks/lora_vs_peft.py
-	$(PY) benchmarks/pissa_init.py
+	$(PY) benchmarks/cell_overhead.py --repeats 2
+	BENCH_THREADS=1 $(PY) benchmarks/lora_vs_peft.py --seq-len 128
+	BENCH_THREADS=1 $(PY) benchmarks/lora_vs_peft.py --seq-len 64
 	BENCH_THREADS=1 $(PY) benchmarks/adapter_step_time.py
+	$(PY) benchmarks/padding.py --steps 8
+	$(PY) benchmarks/dag_build.py --cells 10000 20000 --repeats 1
+	$(PY) benchmarks/collate_records.py --n 10000
+	$(PY) benchmarks/pissa_init.py
 	$(PY) benchmarks/optimizer_memory.py
 
 lint: $(STAMP)

@@ -6,6 +6,7 @@ Shared by every track's job; no training loop here (``loop.py``) and no evaluati
 from __future__ import annotations
 
 import random
+import sys
 import resource
 
 import numpy as np
@@ -21,7 +22,12 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # torch.use_deterministic_algorithms(True, warn_only=True) sets this flag, and imports torch._inductor
+    # to set its `deterministic` option too: 1.9 s of every job's start-up, for a compiler we never call.
+    # The flag is what eager kernels read; the compiler's option is set where it is already loaded.
+    torch._C._set_deterministic_algorithms(True, warn_only=True)
+    if "torch._inductor.config" in sys.modules:
+        sys.modules["torch._inductor.config"].deterministic = True
 
 
 def pick_device(requested: str | None = None) -> torch.device:

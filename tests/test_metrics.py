@@ -53,3 +53,34 @@ def test_non_finite_predictions_are_never_scored(metric, bad):
 def test_unknown_metric_is_named():
     with pytest.raises(KeyError, match="bleu"):
         compute(["bleu"], [1], [1])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_numpy_metrics_equal_sklearn_and_scipy(seed):
+    """Our numpy formulas against the libraries that define them in practice, on random draws with ties,
+    three classes (MNLI) for MCC and accuracy, and integer-valued STS scores (many tied ranks)."""
+    np = pytest.importorskip("numpy")
+    sk = pytest.importorskip("sklearn.metrics")
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(seed)
+    y2, p2 = rng.integers(0, 2, 200), rng.integers(0, 2, 200).astype(float)
+    y3, p3 = rng.integers(0, 3, 200), rng.integers(0, 3, 200).astype(float)
+    ys, ps = rng.integers(0, 6, 150).astype(float), np.round(rng.normal(2.5, 1.5, 150), 1)
+    out2, out3 = compute(["acc", "f1", "mcc"], y2, p2), compute(["acc", "mcc"], y3, p3)
+    assert out2["acc"] == pytest.approx(sk.accuracy_score(y2, p2), abs=1e-12)
+    assert out2["f1"] == pytest.approx(sk.f1_score(y2, p2, pos_label=1, zero_division=0.0), abs=1e-12)
+    assert out2["mcc"] == pytest.approx(sk.matthews_corrcoef(y2, p2), abs=1e-12)
+    assert out3["mcc"] == pytest.approx(sk.matthews_corrcoef(y3, p3), abs=1e-12)
+    assert out3["acc"] == pytest.approx(sk.accuracy_score(y3, p3), abs=1e-12)
+    corr = compute(["pearson", "spearman"], ys, ps)
+    assert corr["pearson"] == pytest.approx(stats.pearsonr(ps, ys)[0], abs=1e-12)
+    assert corr["spearman"] == pytest.approx(stats.spearmanr(ps, ys)[0], abs=1e-12)
+
+
+def test_degenerate_f1_and_mcc_follow_sklearn():
+    sk = pytest.importorskip("sklearn.metrics")
+    y, p = [0, 0, 0, 0], [0.0, 0.0, 0.0, 0.0]  # no positive at all: F1 0 (zero_division), MCC 0
+    assert compute(["f1"], y, p)["f1"] == sk.f1_score(y, p, zero_division=0.0) == 0.0
+    assert compute(["mcc"], y, p)["mcc"] == sk.matthews_corrcoef(y, p) == 0.0
+    y, p = [1, 0, 1, 0], [1.0, 1.0, 1.0, 1.0]  # one-class predictions
+    assert compute(["mcc"], y, p)["mcc"] == pytest.approx(sk.matthews_corrcoef(y, p))
