@@ -169,9 +169,25 @@ def build_tables(cells: pd.DataFrame, grid: dict, claims: list[dict], unavailabl
             verdicts.append({"method": c["method"], "model": c["model"], "task": c["task"], "metric": c["metric"],
                              "ours": None, "paper": c["value"], "paper_std": c.get("std"), "delta": None,
                              "seeds": 0, "aggregate": c["aggregate"], "verdict": f"not run: {why}"})
-    return pd.DataFrame(rows), pd.DataFrame(verdicts), scores, task_order
+    return pd.DataFrame(rows), pd.DataFrame(verdicts, columns=VERDICT_COLUMNS), scores, task_order
 
 
+def column_legend(table: pd.DataFrame, task_order, report_cfg: dict) -> str:
+    """What each column of the table holds: the metric of every task column, and the other columns."""
+    metrics = ", ".join(f"{t}: {table_metric(t, report_cfg)}" for t in task_order if t in table.columns)
+    parts = [f"Columns: each task shows its table metric ({metrics})",
+             "Avg: their mean, n/a unless every task has a score"]
+    if "opt. state" in table.columns:
+        parts.append("opt. state: the optimizer's state in bytes after training (moments, projections), "
+                     "as counted by adaptbench.protocol.optimizer_state_bytes")
+    parts.append("[paper x]: the paper's number for that cell; n/a: task not run here (reason below); "
+                 "missing: no finished cell yet")
+    return ". ".join(parts) + "."
+
+
+# claims.csv's columns, written even when the grid has no claim (a header, never an empty file)
+VERDICT_COLUMNS = ["method", "model", "task", "metric", "ours", "paper", "paper_std", "delta", "seeds", "aggregate",
+                   "verdict"]
 PEFT_PREFIX = "peft_"  # a grid's PEFT row for our row X is labelled peft_X unless report.peft_pairs says otherwise
 
 
@@ -301,7 +317,7 @@ def write_report(cells_csv, grid_path, out_dir, claims_dir=None, unavailable=Non
                   "to exercise the pipeline offline. They are not GLUE and are never compared with paper numbers.", ""]
     lines += [f"Seeds: {', '.join(map(str, seeds))}. Cells: mean ± std over seeds of the {selection} epoch, × 100. "
               "#params: trainable parameters excluding the task head (as the papers count them).", "",
-              table.to_markdown(index=False, disable_numparse=True), ""]
+              table.to_markdown(index=False, disable_numparse=True), "", column_legend(table, task_order, report_cfg), ""]
     if report_cfg.get("notes"):
         lines += [f"- {note}" for note in report_cfg["notes"]] + [""]
     if unavailable:

@@ -55,8 +55,12 @@ def test_report_writes_tables_plots_and_labels_synthetic(results, tmp_path):
     assert {"README.md", "table.md", "table.csv", "table.tex", "score_vs_params.png", "per_task.png"} <= names
     readme = (tmp_path / "report" / "README.md").read_text()
     assert "SYNTHETIC DATA" in readme and "**sst2**: data unavailable" in readme
+    assert "Columns: each task shows its table metric (" in readme  # what a number in a column is
     assert r"\begin{tabular}" in (tmp_path / "report" / "table.tex").read_text()
     assert (tmp_path / "report" / "score_vs_params.png").stat().st_size > 1000
+    # no claim in this grid: claims.csv is still a table a reader (or pandas) can open, with its header
+    assert (tmp_path / "report" / "claims.csv").read_text().splitlines() == [
+        "method,model,task,metric,ours,paper,paper_std,delta,seeds,aggregate,verdict"]
 
 
 def test_claims_are_matched_and_judged(results, tmp_path):
