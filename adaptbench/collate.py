@@ -71,6 +71,13 @@ def _read(path: Path, label: str | None, rows: list, problems: list) -> bool:
         return False
 
 
+def _reason(failure: Path) -> str:
+    try:
+        return str(read_json(failure).get("reason") or "no reason recorded")
+    except (ValueError, OSError, AttributeError) as e:
+        return f"unreadable {failure}: {e}"
+
+
 NAMES = ("label", "track", "method", "model", "task", "seed")
 
 
@@ -86,7 +93,11 @@ def _index_rows(index: Path, rows: list, problems: list) -> None:
         names = {k: entry.get(k) for k in NAMES if entry.get(k) is not None}
         found = next((folder / f for f in (RESULT, FAILURE) if (folder / f).is_file()), None)
         start = len(rows)
-        if found is None:
+        init_failure = cells_dir.parent / "inits" / str(entry.get("init")) / FAILURE
+        if found is None and entry.get("init") and init_failure.is_file():  # its init step failed: it never ran
+            rows.append({**names, "status": "failed", "reason": f"its init step failed: {_reason(init_failure)}",
+                         "metric": None, "config_hash": entry["key"], "path": str(init_failure)})
+        elif found is None:
             rows.append({**names, "status": "missing", "reason": "not run yet (or its job is still running)",
                          "metric": None, "config_hash": entry["key"], "path": str(folder)})
         elif not _read(found, entry["label"], rows, problems):  # an unreadable record is a row with why

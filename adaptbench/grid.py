@@ -84,6 +84,7 @@ class Plan:
     cells: list
     unavailable: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)  # harmless but probably unintended settings, printed once
+    inits: dict = field(default_factory=dict)  # cell key → key of the data-driven init it needs (results/inits/)
 
     def check_distinct(self) -> None:
         """Two entries of a grid that compute the same cell would share one folder: an error naming both."""
@@ -155,7 +156,8 @@ def check_report(config: dict) -> list[str]:
 def index_json(plan_: Plan, grid: str, kind: str) -> str:
     """A grid's index: its cells by key with the grid's labels, and what could not run."""
     return as_json({"grid": grid, "kind": kind, "unavailable": plan_.unavailable,
-                    "cells": [c.index_entry() for c in plan_.cells]})
+                    "cells": [{**c.index_entry(), **({"init": plan_.inits[c.key]} if c.key in plan_.inits else {})}
+                              for c in plan_.cells]})
 
 
 def write_index(path, text: str) -> None:

@@ -71,3 +71,27 @@ def test_a_record_that_is_a_list_is_named(tmp_path):
     bad.write_text("[1, 2]")
     with pytest.raises(ValueError, match=r"result.json: a result record is a JSON object, got a list"):
         results.read_record(bad)
+
+
+def test_a_cell_whose_init_step_failed_is_a_failed_row_with_that_reason(tmp_path):
+    """A data-driven adapter's cell waits on its init job: when that fails, the cell never runs, and the
+    table says why instead of listing it as not run yet."""
+    from adaptbench import grid as gridlib
+    from adaptbench.collate import collate
+
+    config = {"grid": "g", "methods": ["eva", "lora"], "models": ["tiny-bert"], "tasks": ["syn_sentiment"],
+              "seeds": [0], "train": {"epochs": 1}}
+    plan = gridlib.plan(config)
+    eva = next(c for c in plan.cells if c.method == "eva")
+    init = plan.inits[eva.key]
+    assert all(c.key not in plan.inits for c in plan.cells if c.method == "lora")
+    index = tmp_path / "results" / "grids" / "g" / "index.json"
+    gridlib.write_index(index, gridlib.index_json(plan, "g", "finetune"))
+    folder = tmp_path / "results" / "inits" / init
+    folder.mkdir(parents=True)
+    results.atomic_write_json(folder / "failure.json", results.failure_record(
+        track="finetune", config={"command": {}}, reason="eva: r must be a positive integer, got 0"))
+    rows = {r.label: r for r in collate(index=index).itertuples()}
+    assert rows["eva"].status == "failed"
+    assert rows["eva"].reason == "its init step failed: eva: r must be a positive integer, got 0"
+    assert rows["lora"].status == "missing"

@@ -127,7 +127,7 @@ def plan(config: dict) -> Plan:
     cells = expand_entries(config, unavailable, lambda **kw: cell_config(**kw, data_dir=data_dir, memo=memo), TRACK)
     if not cells and not unavailable:
         raise ValueError("grid: no cells to run (everything excluded)")
-    return Plan(cells, unavailable)
+    return Plan(cells, unavailable, inits=init_index(cells, data_dir)[1])
 
 
 def expand_entries(config: dict, unavailable: dict, make_config, track: str, zero_shot: str | None = None) -> list[Cell]:
