@@ -201,3 +201,25 @@ def test_pretrain_grid_expands_and_names_bad_entries():
         pretrain_cells({**cfg, "models": ["llama_7b"]})
     with pytest.raises(ValueError, match="unknown corpus 'wiki'"):
         pretrain_cells({**cfg, "tasks": ["wiki"]})
+
+
+def test_the_job_is_told_the_resolved_settings_so_equal_cells_get_equal_params():
+    """Two spellings of one cell (a default pinned or not, a setting in the grid or in the entry) give the
+    job the same --train-params, so Snakemake's params trigger reruns nothing; and the job recomputes the
+    cell's hash from them."""
+    from adaptbench import grid as gridlib
+    from adaptbench.config import TrainConfig
+    from adaptbench.tracks.finetune.grid import cell_config, semantic_train
+
+    base = {"grid": "a", "methods": ["lora"], "models": ["tiny-bert"], "tasks": ["syn_sentiment"], "seeds": [0],
+            "train": {"epochs": 1, "lr": 1e-3}}
+    pinned = {**base, "methods": [{"name": "lora", "train": {"lr": 1e-3, "group_by_length": True, "weight_decay": 0.0}}],
+              "train": {"epochs": 1}}
+    a, b = gridlib.plan(base).cells[0], gridlib.plan(pinned).cells[0]
+    assert a.key == b.key and semantic_train(a) == semantic_train(b)
+    random_batches = gridlib.plan({**base, "train": {**base["train"], "group_by_length": False}}).cells[0]
+    assert semantic_train(random_batches)["group_by_length"] is False  # spelled out: the job's default is true
+    job_side = cell_config(method="lora", method_params={}, model="tiny-bert", task="syn_sentiment", seed=0,
+                           train=TrainConfig.from_dict(semantic_train(random_batches)).to_dict(), data_dir=None)
+    from adaptbench.results import config_hash
+    assert config_hash(job_side) == random_batches.key

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from adaptbench import manifest, tasks
-from adaptbench.config import RUN_CONTROL, TrainConfig
+from adaptbench.config import SINCE_STORED, TrainConfig
 from adaptbench.grid import (Cell, Plan, _excluded, _unknown, data_driven_methods, method_entries, model_entries,
                              model_key, optimizer_entries)
 from adaptbench.results import config_hash, folder_name
@@ -102,8 +102,11 @@ def init_batches(cell: Cell) -> dict:
 
 
 def semantic_train(cell: Cell) -> dict:
-    """The cell's training settings without run control (checkpoint_every goes through resources)."""
-    return {k: v for k, v in cell.train_params.items() if k not in RUN_CONTROL}
+    """What the job is told to train with: the cell's resolved settings, the ones its hash covers, with the
+    ``SINCE_STORED`` values the hash leaves out spelled back in (run control goes through resources). The
+    same for every grid that names the same cell, so pinning a default or moving a setting between the grid
+    and an entry changes no job's params and Snakemake reruns nothing."""
+    return {**SINCE_STORED, **cell.config["train"]}
 
 
 def plan(config: dict) -> Plan:
