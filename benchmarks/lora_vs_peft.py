@@ -1,8 +1,15 @@
 """Our LoRA against PEFT's LoRA on MiniLM: training-step time and peak memory, as ratios in one run.
 
 Same model, same batch, same config (r = 8, alpha = 8 on query and value, dropout 0, AdamW over the
-LoRA factors and the classifier). Each variant runs in its own subprocess so peak memory is its own;
+LoRA factors and the classifier). Both variants train the same tensors: the 12 LoRA factor pairs and the
+classifier (PEFT's SEQ_CLS ``modules_to_save``); the pooler and the embeddings stay frozen in both, and the
+run stops if the trainable counts differ. Each variant runs in its own subprocess so peak memory is its own;
 the variants alternate over repeats so that machine load hits both alike.
+
+Step time, two ways: wall clock (``time.perf_counter``) and the process's CPU time (``time.process_time``).
+On a shared machine whose other jobs take cores away, wall time swings by tens of per cent between runs
+while CPU time stays within a few; with BENCH_THREADS=1 (one compute thread) CPU time is the steadier
+measure of the work a step does. Both medians and both ratios are printed.
 
     python benchmarks/lora_vs_peft.py [--steps 20] [--repeats 3] [--batch-size 32] [--seq-len 128]
 
@@ -88,18 +95,20 @@ def worker(variant: str, steps: int, batch_size: int, seq_len: int, device: str)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     base_rss = current_rss_bytes()
-    times = []
+    times, cpu_times = [], []
     for _ in range(steps):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         step()
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_rss
-    return {"variant": variant, "step_seconds": statistics.median(times), "peak_bytes": max(peak, 0),
+    return {"variant": variant, "step_seconds": statistics.median(times),
+            "step_cpu_seconds": statistics.median(cpu_times), "peak_bytes": max(peak, 0),
             "training_state_bytes": state_bytes, "trainable": trainable}
 
 
@@ -130,15 +139,20 @@ def main() -> None:
     for variant in ("ours", "peft"):
         mine = [x for x in runs if x["variant"] == variant]
         summary[variant] = {"step_seconds": statistics.median(x["step_seconds"] for x in mine),
+                            "step_cpu_seconds": statistics.median(x["step_cpu_seconds"] for x in mine),
                             "peak_bytes": statistics.median(x["peak_bytes"] for x in mine),
                             "training_state_bytes": statistics.median(x["training_state_bytes"] for x in mine),
                             "trainable": mine[0]["trainable"]}
+    if summary["ours"]["trainable"] != summary["peft"]["trainable"]:
+        raise SystemExit(f"trainable parameters differ: ours {summary['ours']['trainable']:,}, "
+                         f"peft {summary['peft']['trainable']:,}; the step times would not compare like with like")
     result = {
         "setting": {"model": "minilm", "r": 8, "alpha": 8, "targets": ["query", "value"], "batch_size": a.batch_size,
                     "seq_len": a.seq_len, "steps": a.steps, "repeats": a.repeats, "device": device,
                     "threads": int(os.environ.get("BENCH_THREADS", "1"))},
         "ours": summary["ours"], "peft": summary["peft"],
         "ratio_step_time_ours_over_peft": summary["ours"]["step_seconds"] / summary["peft"]["step_seconds"],
+        "ratio_step_cpu_time_ours_over_peft": summary["ours"]["step_cpu_seconds"] / summary["peft"]["step_cpu_seconds"],
         "ratio_training_state_ours_over_peft": (summary["ours"]["training_state_bytes"]
                                                 / summary["peft"]["training_state_bytes"]),
         "ratio_peak_memory_ours_over_peft": (summary["ours"]["peak_bytes"] / summary["peft"]["peak_bytes"]
@@ -150,9 +164,10 @@ def main() -> None:
     print(f"LoRA on MiniLM, batch {a.batch_size} × {a.seq_len} tokens, {device}, median of {a.repeats} × {a.steps} steps")
     for v in ("ours", "peft"):
         s = summary[v]
-        print(f"  {v:5s} step {s['step_seconds'] * 1e3:8.1f} ms   training state {s['training_state_bytes'] / 2**20:8.1f} MiB"
+        print(f"  {v:5s} step {s['step_seconds'] * 1e3:8.1f} ms (CPU {s['step_cpu_seconds'] * 1e3:8.1f} ms)   training state {s['training_state_bytes'] / 2**20:8.1f} MiB"
               f"   peak RSS +{s['peak_bytes'] / 2**20:7.1f} MiB   trainable {s['trainable']:,}")
-    print(f"  ratio ours/peft: step time {result['ratio_step_time_ours_over_peft']:.3f}, "
+    print(f"  ratio ours/peft: step time {result['ratio_step_time_ours_over_peft']:.3f} "
+          f"(CPU time {result['ratio_step_cpu_time_ours_over_peft']:.3f}), "
           f"training state {result['ratio_training_state_ours_over_peft']:.3f}, "
           f"peak RSS {result['ratio_peak_memory_ours_over_peft']:.3f} (noisy on CPU)")
 
