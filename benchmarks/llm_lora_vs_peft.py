@@ -68,7 +68,11 @@ def lm_eval_rate(model_or_path, tokenizer, folder: Path) -> float:
     from adaptbench.tracks.llm.lmeval import write_tasks
 
     include = write_tasks(["syn_category"], None, folder)
-    lm = HFLM(pretrained=model_or_path, tokenizer=tokenizer, batch_size=16)
+    import torch
+
+    # HFLM's device defaults to cuda: by path it would place the model there
+    lm = HFLM(pretrained=model_or_path, tokenizer=tokenizer, batch_size=16,
+              device="cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
     out = lm_eval.simple_evaluate(model=lm, tasks=["syn_category"], task_manager=TaskManager(
         include_path=str(include), include_defaults=False), bootstrap_iters=0, log_samples=True)

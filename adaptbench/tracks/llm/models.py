@@ -66,17 +66,33 @@ def _gguf_folder(module: str, filename: str) -> Path:
     return folder
 
 
+def _drop_gguf_quantization(config_file: Path) -> None:
+    """Remove a GGUF ``quantization_config`` from a converted folder's config.json (atomically); the weights
+    hash (safetensors only) is unchanged."""
+    import json
+
+    from adaptbench.results import atomic_write_text
+
+    config = json.loads(config_file.read_text())
+    if (config.get("quantization_config") or {}).get("quant_method") == "gguf":
+        del config["quantization_config"]
+        atomic_write_text(config_file, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def converted_gguf(alias: str, module: str, filename: str) -> Path:
     """The de-quantised GGUF model as a plain HF folder, converted once and cached."""
     target = cache_dir() / "models" / alias
     if (target / "config.json").is_file():
+        _drop_gguf_quantization(target / "config.json")  # caches converted before the fix below
         return target
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     folder = _gguf_folder(module, filename)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
-    config = AutoConfig.for_model(**loaded.config.to_dict())
+    # the weights are de-quantised: a config that still names the GGUF file makes from_pretrained(folder)
+    # (lm-eval loading the model by path) ask for that file
+    config = AutoConfig.for_model(**{k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"})
     plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(loaded.state_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
