@@ -88,9 +88,9 @@ test-integration: $(STAMP)
 # timed assertion. About 15 minutes on 2 cores; each script's --help says how to run it longer.
 bench: $(STAMP)
 	$(PY) benchmarks/cell_overhead.py --repeats 2
-	BENCH_THREADS=1 $(PY) benchmarks/lora_vs_peft.py --seq-len 128
-	BENCH_THREADS=1 $(PY) benchmarks/lora_vs_peft.py --seq-len 64
-	BENCH_THREADS=1 $(PY) benchmarks/adapter_step_time.py
+	BENCH_THREADS=1 $(PY) benchmarks/lora_vs_peft.py --seq-len 128 --steps 8 --repeats 3
+	BENCH_THREADS=1 $(PY) benchmarks/lora_vs_peft.py --seq-len 64 --steps 10 --repeats 3
+	BENCH_THREADS=1 $(PY) benchmarks/adapter_step_time.py --steps 3 --warmup 1 --repeats 1
 	$(PY) benchmarks/padding.py --steps 8
 	$(PY) benchmarks/dag_build.py --cells 10000 20000 --repeats 1
 	$(PY) benchmarks/collate_records.py --n 10000
