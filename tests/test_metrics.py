@@ -77,6 +77,7 @@ def test_numpy_metrics_equal_sklearn_and_scipy(seed):
     assert corr["spearman"] == pytest.approx(stats.spearmanr(ps, ys)[0], abs=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:A single label was found")  # sklearn's note on the one-class case
 def test_degenerate_f1_and_mcc_follow_sklearn():
     sk = pytest.importorskip("sklearn.metrics")
     y, p = [0, 0, 0, 0], [0.0, 0.0, 0.0, 0.0]  # no positive at all: F1 0 (zero_division), MCC 0
