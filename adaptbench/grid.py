@@ -108,6 +108,10 @@ def plan(config: dict) -> Plan:
         from adaptbench.user_methods import add_to_manifest
 
         add_to_manifest(config["methods_path"])
+    if config.get("task_dirs"):  # the researcher's task YAMLs: known here and in every job this run starts
+        from adaptbench.tasks import use_task_dirs
+
+        use_task_dirs(config["task_dirs"])
     result = tracks.get_track(config.get("kind", "finetune")).plan(config)
     result.check_distinct()
     optimizers = optimizer_names()

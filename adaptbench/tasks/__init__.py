@@ -3,6 +3,18 @@
 A task YAML names its text fields, label kind, metrics and where its rows come from: a local
 GLUE-format folder (``local:``), the Hugging Face hub (``hub:``) or the embedded generator
 (``synthetic:``). This module imports no torch, so the Snakefile can use it at parse time.
+
+A researcher's own tasks live in their folders (a grid's ``task_dirs:``, or ``ADAPTBENCH_TASK_DIRS``): one
+YAML per task naming its files beside it, no code::
+
+    task: my_reviews
+    kind: classification          # or regression
+    num_labels: 2
+    text_fields: [review]         # one column, or two for sentence pairs
+    label_field: sentiment
+    label_names: [neg, pos]       # optional: the labels as written in the files (else 0..num_labels-1)
+    metrics: [acc, f1]            # adaptbench.metrics: acc, f1, mcc, pearson, spearman
+    files: {train: train.tsv, validation: dev.tsv}   # relative to this YAML; .tsv, .csv or .jsonl
 """
 
 from __future__ import annotations
@@ -10,6 +22,8 @@ from __future__ import annotations
 import csv
 import difflib
 import hashlib
+import json
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +35,11 @@ from adaptbench.tasks import synthetic_text
 
 TASK_DIR = Path(__file__).parent
 SPLITS = ("train", "validation")
-
+TASK_DIRS_ENV = "ADAPTBENCH_TASK_DIRS"  # the researcher's task folders (os.pathsep-separated), set from task_dirs
+USER_SUITE = "user"
+USER_KEYS = {"task", "kind", "num_labels", "text_fields", "label_field", "label_names", "metrics", "main_metric",
+             "files", "version", "description"}
+FORMATS = {".tsv": "\t", ".csv": ","}  # and .jsonl: one JSON object per line
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -52,9 +70,81 @@ class TaskSpec:
         return ("validation",)
 
 
+def task_dirs() -> list[Path]:
+    return [Path(d) for d in os.environ.get(TASK_DIRS_ENV, "").split(os.pathsep) if d]
+
+
+def use_task_dirs(dirs) -> None:
+    """Make the researcher's task folders known to this process and the jobs it starts (a grid's
+    ``task_dirs``). A missing folder is a one-line error."""
+    resolved = []
+    for d in [dirs] if isinstance(dirs, (str, Path)) else dirs:
+        path = Path(d).expanduser()
+        if not path.is_dir():
+            raise ValueError(f"task_dirs: {d} is not a folder (it should hold one YAML per task)")
+        resolved.append(str(path.resolve()))
+    os.environ[TASK_DIRS_ENV] = os.pathsep.join(dict.fromkeys([*map(str, task_dirs()), *resolved]))
+
+
 def _task_files() -> dict[str, Path]:
-    """Task YAMLs by suite folder; corpora/ holds the pretraining corpora (adaptbench/tasks/corpora)."""
-    return {p.stem: p for p in sorted(TASK_DIR.glob("*/*.yaml")) if p.parent.name != "corpora"}
+    """Task YAMLs by suite folder; corpora/ holds the pretraining corpora (adaptbench/tasks/corpora). The
+    researcher's folders come after: a task name the package already has is an error, not a shadow."""
+    files = {p.stem: p for p in sorted(TASK_DIR.glob("*/*.yaml")) if p.parent.name != "corpora"}
+    for folder in task_dirs():
+        for path in sorted(folder.glob("*.yaml")):
+            if path.stem in files and files[path.stem] != path:
+                raise ValueError(f"{path}: task '{path.stem}' already exists ({files[path.stem].name}); rename the file")
+            files[path.stem] = path
+    return files
+
+
+def _content_digest(yaml_file: Path, data_files: tuple) -> str:
+    h = hashlib.sha256()
+    for f in (yaml_file, *data_files):
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def _user_task(path: Path, raw) -> dict:
+    """A researcher's task YAML → the fields of a local task whose folder is the YAML's own."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a task file is a mapping of {sorted(USER_KEYS)}")
+    unknown = sorted(set(raw) - USER_KEYS)
+    if unknown:
+        close = {k: difflib.get_close_matches(k, USER_KEYS, n=1) for k in unknown}
+        hint = "; ".join(f"'{k}' (did you mean '{c[0]}'?)" if c else f"'{k}'" for k, c in close.items())
+        raise ValueError(f"{path}: unknown field(s) {hint}; valid: {sorted(USER_KEYS)}")
+    for key in ("kind", "num_labels", "text_fields", "label_field", "metrics", "files"):
+        if key not in raw:
+            raise ValueError(f"{path}: missing field '{key}'")
+    if raw["kind"] not in ("classification", "regression"):
+        raise ValueError(f"{path}: kind must be classification or regression, got {raw['kind']!r}")
+    if raw.get("task", path.stem) != path.stem:
+        raise ValueError(f"{path}: task '{raw['task']}' must be the file's name ({path.stem})")
+    files = raw["files"]
+    if not isinstance(files, dict) or "train" not in files or "validation" not in files:
+        raise ValueError(f"{path}: files must name a train and a validation file, got {files!r}")
+    for split, name in files.items():
+        if Path(name).suffix not in (*FORMATS, ".jsonl"):
+            raise ValueError(f"{path}: files.{split}: {name} is not .tsv, .csv or .jsonl")
+        if not (path.parent / name).is_file():
+            raise ValueError(f"{path}: files.{split}: {path.parent / name} not found")
+    from adaptbench.metrics import METRICS
+
+    bad = [m for m in raw["metrics"] if m not in METRICS]
+    if bad:
+        raise ValueError(f"{path}: unknown metric(s) {bad}; available: {sorted(METRICS)}")
+    # the version names the content: a cell is keyed by task name and version, and two folders may hold
+    # different tasks of one name; the YAML and its files' bytes decide it
+    digest = _content_digest(path, tuple(path.parent / name for name in files.values()))
+    return {"task": path.stem, "suite": USER_SUITE, "version": f"{raw.get('version', 1)}+{digest}",
+            "description": raw.get("description", f"the researcher's task {path.name}"), "kind": raw["kind"],
+            "num_labels": raw["num_labels"], "text_fields": raw["text_fields"], "metrics": raw["metrics"],
+            "main_metric": raw.get("main_metric", raw["metrics"][0]), "label_names": raw.get("label_names"),
+            "local": {"dir": ".", "label_field": raw["label_field"], "header": True, "splits": dict(files)},
+            "root": str(path.parent)}
 
 
 def list_tasks(suite: str | None = None) -> list[str]:
@@ -67,7 +157,13 @@ def get_task(name: str) -> TaskSpec:
         close = difflib.get_close_matches(name, files, n=3)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise KeyError(f"Unknown task '{name}'.{hint} Available: {', '.join(sorted(files))}")
-    raw = yaml.safe_load(files[name].read_text())
+    path = files[name]
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if path.parent.parent != TASK_DIR:  # the researcher's task: its files sit beside its YAML
+        raw = _user_task(path, raw)
     known = set(TaskSpec.__dataclass_fields__) - {"extra"}
     for key in ("text_fields", "metrics", "label_names"):
         if raw.get(key) is not None:
@@ -82,11 +178,17 @@ def local_split_path(spec: TaskSpec, data_dir: str | Path, split: str) -> Path:
     return Path(data_dir) / spec.local["dir"] / spec.local["splits"][split]
 
 
+def own_root(spec: TaskSpec) -> str | None:
+    """The folder a researcher's task reads (its YAML's), whatever the grid's data_dir."""
+    return spec.extra.get("root")
+
+
 def unavailable_reason(spec: TaskSpec, data_dir: str | None) -> str | None:
     """Why this task cannot run with this data source, or None when it can.
 
     Without ``data_dir`` a non-synthetic task reads the hub; whether the hub answers is only known
     when the job runs, so that is reported by the job."""
+    data_dir = own_root(spec) or data_dir
     if spec.is_synthetic or data_dir is None:
         return None
     if not spec.local:
@@ -146,10 +248,34 @@ def _read_tsv(spec: TaskSpec, path: Path) -> tuple[list, list]:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); GLUE files are UTF-8 TSV") from None
 
 
+def _read_jsonl_rows(spec: TaskSpec, path: Path, text_fields: list, label_field: str) -> tuple[list, list]:
+    texts, labels = [], []
+    with open(path, encoding="utf-8-sig") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not a JSON object ({e.msg})") from None
+            missing = [c for c in text_fields + [label_field] if not isinstance(row, dict) or c not in row]
+            if missing:
+                raise ValueError(f"{path}:{lineno}: missing field(s) {missing}")
+            texts.append(tuple(str(row[c]) for c in text_fields))
+            labels.append(_label(spec, row[label_field], f"{path}:{lineno}"))
+    if not labels:
+        raise ValueError(f"{path}: no rows")
+    return texts, labels
+
+
 def _read_tsv_rows(spec: TaskSpec, path: Path, cfg: dict, text_fields: list, label_field: str) -> tuple[list, list]:
+    if path.suffix == ".jsonl":
+        return _read_jsonl_rows(spec, path, text_fields, label_field)
     texts, labels = [], []
     with open(path, newline="", encoding="utf-8-sig") as f:  # MRPC files start with a BOM
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        csv_file = path.suffix == ".csv"  # a researcher's CSV quotes fields with commas; GLUE TSV must not
+        reader = csv.reader(f, delimiter=FORMATS.get(path.suffix, "\t"),
+                            quoting=csv.QUOTE_MINIMAL if csv_file else csv.QUOTE_NONE)
         header = next(reader, None) if cfg.get("header", True) else list(cfg["columns"])
         if header is None:
             raise ValueError(f"{path}: empty file; expected a header row with {text_fields + [label_field]}")
@@ -197,7 +323,8 @@ def load_split(spec: TaskSpec, split: str, data_dir: str | None = None,
         texts = [tuple(r[f] for f in spec.text_fields) for r in rows]
         labels = [r["label"] for r in rows]
         source = f"synthetic:{syn['generator']}:{split}"
-    elif data_dir is not None:
+    elif data_dir is not None or own_root(spec):
+        data_dir = own_root(spec) or data_dir
         reason = unavailable_reason(spec, data_dir)
         if reason:
             raise FileNotFoundError(f"task '{spec.task}': {reason}")
