@@ -116,3 +116,14 @@ def test_every_optimizer_steps_a_tiny_llama(name):
     optimizer.step()
     assert math.isfinite(loss.item())
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters()), f"{name} moved nothing"
+
+
+def test_batch_size_auto_lets_lm_eval_measure_it_and_records_what_it_chose(tmp_path):
+    """eval.batch_size: auto → lm-eval's own measurement; same scores as a fixed size, the size recorded."""
+    loaded = load_causal_lm("tiny-llama")
+    auto, raw = lmeval.evaluate(loaded.model, loaded.tokenizer, ["syn_category"], None, tmp_path / "a", limit=8,
+                                batch_size="auto", bootstrap_iters=10)
+    fixed, _ = lmeval.evaluate(loaded.model, loaded.tokenizer, ["syn_category"], None, tmp_path / "b", limit=8,
+                               batch_size=8, bootstrap_iters=10)
+    assert raw["batch_size"]["requested"] == "auto" and raw["batch_size"]["detected"]
+    assert auto["syn_category/acc"]["value"] == pytest.approx(fixed["syn_category/acc"]["value"])

@@ -132,7 +132,8 @@ def run_cell(*, method: str, model: str, task: str, seed: int, out_dir: str | Pa
                   "device": str(dev), "threads": torch.get_num_threads()},
         train_info=train_info,
         metrics={name: metric(s["value"], True, name.split("/")[0], s["stderr"]) for name, s in scores.items()},
-        eval_info={"merged": merged, "eval_seconds": eval_seconds, "tasks": ev["tasks"], "limit": ev["limit"]},
+        eval_info={"merged": merged, "eval_seconds": eval_seconds, "tasks": ev["tasks"], "limit": ev["limit"],
+                   "batch_size": raw.get("batch_size")},
     )
     atomic_write_json(out_dir / "result.json", record)
     (out_dir / RESUME_FILE).unlink(missing_ok=True)

@@ -170,7 +170,7 @@ DEFAULT_FEWSHOT = {"mmlu": 5}  # MMLU is reported 5-shot (Hendrycks et al.; lm-e
 
 
 def evaluate(model, tokenizer, tasks: list[str], data_dir: str | None, folder: Path, *, limit: int | None,
-             batch_size: int = 16, bootstrap_iters: int = 100, num_fewshot: dict | None = None,
+             batch_size: int | str = 16, bootstrap_iters: int = 100, num_fewshot: dict | None = None,
              max_gen_toks: int = 256, seed: int = 1234, task_limit: dict | None = None) -> tuple[dict, dict]:
     """lm-eval over the in-memory model → ({task/metric: {value, stderr}}, lm-eval's results dict)."""
     for key in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -201,6 +201,9 @@ def evaluate(model, tokenizer, tasks: list[str], data_dir: str | None, folder: P
             label = f"{task}/{name}" + ("" if filt in ("none", "") else f"/{filt}")
             metrics[label] = {"value": float(value),
                               "stderr": float(stderr) if isinstance(stderr, (int, float)) else None}
+    # the batch size lm-eval ran with: as given, or what it measured for batch_size: auto
+    raw["batch_size"] = {"requested": batch_size,
+                         "detected": {str(k): v for k, v in (getattr(lm, "batch_sizes", None) or {}).items()} or None}
     return metrics, raw
 
 
