@@ -89,7 +89,7 @@ def test_a_name_the_package_has_is_refused(tmp_path, own_tasks):
 def test_a_task_defined_only_by_yaml_and_tsv_runs_in_a_grid_and_shows_in_the_table(tmp_path):
     task_folder(tmp_path / "my_tasks")
     grid = {"grid": "own_task", "methods": ["lora"], "models": ["tiny-bert"], "tasks": ["my_reviews"], "seeds": [0],
-            "task_dirs": ["my_tasks"], "train": {"epochs": 1, "batch_size": 16, "lr": 5e-3}}
+            "task_dirs": ["my_tasks"], "train": {"epochs": 1, "batch_size": 16, "lr": 5e-3, "keep_checkpoint": "none"}}
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
     env = {k: v for k, v in os.environ.items() if k != tasks.TASK_DIRS_ENV}
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
@@ -99,3 +99,5 @@ def test_a_task_defined_only_by_yaml_and_tsv_runs_in_a_grid_and_shows_in_the_tab
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     table = (tmp_path / "reports" / "own_task" / "table.md").read_text()
     assert "my_reviews" in table and "| lora " in table
+    cell = next((tmp_path / "results" / "cells").iterdir())  # keep_checkpoint: none (typed as null by the grid)
+    assert (cell / "result.json").is_file() and not list(cell.glob("*.pt"))
