@@ -176,7 +176,9 @@ def column_legend(table: pd.DataFrame, task_order, report_cfg: dict) -> str:
     """What each column of the table holds: the metric of every task column, and the other columns."""
     metrics = ", ".join(f"{t}: {table_metric(t, report_cfg)}" for t in task_order if t in table.columns)
     parts = [f"Columns: each task shows its table metric ({metrics})",
-             "Avg: their mean, n/a unless every task has a score"]
+             "Avg: their mean, n/a unless every task has a score"
+             + ("; it averages different metrics (" + ", ".join(sorted(kinds)) + "), so read it as a summary, not a metric"
+                if len(kinds := {table_metric(t, report_cfg) for t in task_order if t in table.columns}) > 1 else "")]
     if "opt. state" in table.columns:
         parts.append("opt. state: the optimizer's state in bytes after training (moments, projections), "
                      "as counted by adaptbench.protocol.optimizer_state_bytes")

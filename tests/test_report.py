@@ -56,6 +56,16 @@ def test_report_writes_tables_plots_and_labels_synthetic(results, tmp_path):
     readme = (tmp_path / "report" / "README.md").read_text()
     assert "SYNTHETIC DATA" in readme and "**sst2**: data unavailable" in readme
     assert "Columns: each task shows its table metric (" in readme  # what a number in a column is
+    assert "averages different metrics" not in readme  # both columns are accuracy
+
+
+def test_the_legend_says_when_avg_mixes_metrics():
+    from adaptbench.report import column_legend
+
+    table = pd.DataFrame(columns=["method", "syn_sentiment", "syn_sts", "Avg"])
+    legend = column_legend(table, ["syn_sentiment", "syn_sts"], {})
+    assert "syn_sentiment: acc, syn_sts: pearson" in legend
+    assert "it averages different metrics (acc, pearson), so read it as a summary, not a metric" in legend
     assert r"\begin{tabular}" in (tmp_path / "report" / "table.tex").read_text()
     assert (tmp_path / "report" / "score_vs_params.png").stat().st_size > 1000
     # no claim in this grid: claims.csv is still a table a reader (or pandas) can open, with its header
