@@ -57,7 +57,6 @@ def test_report_writes_tables_plots_and_labels_synthetic(results, tmp_path):
     assert "SYNTHETIC DATA" in readme and "**sst2**: data unavailable" in readme
     assert "Columns: each task shows its table metric (" in readme  # what a number in a column is
     assert "averages different metrics" not in readme  # both columns are accuracy
-
     assert r"\begin{tabular}" in (tmp_path / "report" / "table.tex").read_text()
     assert (tmp_path / "report" / "score_vs_params.png").stat().st_size > 1000
     # no claim in this grid: claims.csv is still a table a reader (or pandas) can open, with its header
