@@ -1,6 +1,7 @@
 """Score a classification model on a task's dev sets with the task's official metrics.
 
-Shared by the training loop (the per-epoch dev score) and the fine-tuning track's evaluate job.
+Shared by the training loop (the per-epoch dev score) and the fine-tuning job's final score (and
+``adaptbench evaluate``, which re-scores a stored cell).
 """
 
 from __future__ import annotations

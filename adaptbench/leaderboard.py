@@ -2,7 +2,7 @@
 
 Reads ``results/cells/*/result.json`` (or only a grid's cells, through ``results/grids/<grid>/index.json``,
 with the grid's labels) and never trains. Each record gives one score per table column: the task's main
-metric (the evaluate job's ``eval_info.main_metric``, else the task's or corpus's), of the epoch the
+metric (the scoring's ``eval_info.main_metric``, else the task's or corpus's), of the epoch the
 protocol selects (``budget.selection``: ``best`` or the final model), × 100 unless it is a perplexity or
 a loss; a TTA cell its ``error_mean``; an LLM cell one column per evaluation task (lm-eval's main metric).
 
