@@ -88,8 +88,6 @@ class TrainConfig:
         unknown = sorted(set(d) - valid)
         if unknown:
             raise ValueError(f"train: unknown setting(s) {unknown}; valid: {sorted(valid)}")
-        if "keep_checkpoint" in d and d["keep_checkpoint"] is None:  # `--config` types a bare none as null
-            d["keep_checkpoint"] = "none"
         if isinstance(d.get("lr"), str):  # YAML 1.1 reads "5e-4" as a string
             try:
                 d["lr"] = float(d["lr"])

@@ -277,7 +277,8 @@ def _typed(value):
         return int(value)
     if _FLOAT.match(value):
         return float(value)
-    return {"true": True, "false": False, "null": None, "none": None}.get(value.lower(), value)
+    # YAML's own spellings only: 'none' is a word a setting may mean (train.keep_checkpoint: none)
+    return {"true": True, "false": False, "null": None, "~": None}.get(value.lower(), value)
 
 
 def typed_config(config: dict) -> dict:

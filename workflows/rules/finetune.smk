@@ -68,7 +68,7 @@ rule finetune:
         gpu=rule_resource("train", "gpu"),
         # run control: changing these reruns nothing (resources, not params)
         checkpoint_every=int((config.get("train") or {}).get("checkpoint_every", 0)),
-        keep_checkpoint=finetune_grid.keep_checkpoint(config),
+        keep_checkpoint=(config.get("train") or {}).get("keep_checkpoint", "trainable"),
         **site_resources("train"),
     conda:
         "../../envs/adaptbench.yaml"

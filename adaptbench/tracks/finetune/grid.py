@@ -101,13 +101,6 @@ def init_batches(cell: Cell) -> dict:
     return {k: cell.train_params[k] for k in INIT_DATA_KEYS if k in cell.train_params}
 
 
-def keep_checkpoint(config: dict) -> str:
-    """The grid's train.keep_checkpoint (run control, passed to every job), as a valid value: Snakemake's
-    ``--config`` and the grid's typing read a bare ``none`` as null."""
-    return TrainConfig.from_dict({"keep_checkpoint": (config.get("train") or {}).get("keep_checkpoint", "trainable")}
-                                 ).keep_checkpoint
-
-
 def semantic_train(cell: Cell) -> dict:
     """What the job is told to train with: the cell's resolved settings, the ones its hash covers, with the
     ``SINCE_STORED`` values the hash leaves out spelled back in (run control goes through resources). The
