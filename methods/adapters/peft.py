@@ -15,6 +15,12 @@ and ``peft.get_peft_model`` wraps the model exactly as a PEFT user's script woul
   merge   ``merge_and_unload()`` folds the update into plain nn.Linear weights; prompt tuners have nothing to fold.
   extra_loss  KaSA's β·L2 + γ·L3 (``LoraConfig(kasa_config=...)``): PEFT leaves adding it to the user
           (``LoraModel._get_kasa_loss``), so we add it as its docstring says.
+  init    the data-driven LoRA inits PEFT computes outside ``get_peft_model``, by PEFT's documented flows
+          (``init_state`` computes, ``load_init_state`` installs, so the workflow can cache the state):
+          ``init_lora_weights="eva"`` (EVA, arXiv:2410.07170): ``get_eva_state_dict`` on the PEFT model over the
+          init batches, then ``initialize_lora_eva_weights(eva_state_dict=...)``;
+          ``init_lora_weights="corda"`` (CorDA, arXiv:2406.05223): ``preprocess_corda`` on the plain model (its
+          hook reads one sequence per forward), then ``get_peft_model``, which builds W', A, B from the eigens.
 
 Symbols: config → the PEFT class name (``LoraConfig``), args → its fields (``r``, ``lora_alpha``, ``use_dora``,
 ``target_modules`` ...). Defaults: ``LoraConfig()`` with PEFT's defaults (r = 8, α = 8, dropout 0, W_q and W_v for
@@ -30,6 +36,16 @@ Deviations
     a prompt tuner's model is ``PromptLearningModel``, whose forward is PEFT's.
   - Prompt tuners are evaluated unmerged (``merge`` returns the model as trained); the record's
     ``eval_info.merged`` still reads the registry's flag (true).
+  - EVA: sequence-classification labels (one per sequence) are not passed to PEFT's forward during the init, so
+    its token label mask (``EvaConfig.use_label_mask``) has nothing to read and the attention mask alone drops
+    padding, as in our ``eva`` and the authors' GLUE runs; token labels (the LLM track's) are passed as PEFT
+    expects. EVA's convergence loop runs as long as PEFT needs (``cycle`` over the batches).
+  - CorDA: the calibration set is the first ``CORDA_SAMPLES`` = 256 training sequences the init batches yield
+    (App. A.2; our ``corda``'s ``num_samples`` default), each run alone without its padding, since PEFT's
+    covariance hook takes one unpadded sequence per forward. Not a grid setting: ``args`` holds PEFT's fields only.
+  - The grid schedules no separate init step for these rows (the method's registry flag is per class, and only
+    these ``args`` make the PEFT row data-driven): the training job computes the init in process on the same
+    batches an init step would see (``init_loader``), so the numbers are the same either way.
   - AdaLoRA is refused: its rank budget needs ``update_and_allocate`` at every step and its orthogonal
     regulariser is added to ``outputs.loss`` inside AdaLoraModel.forward, which adaptbench's task loss does not read.
   - ``peft_version`` is empty by default; a grid that sets it runs only under that PEFT version and the version
@@ -50,7 +66,7 @@ import torch
 from torch import nn
 
 import peft
-from adaptbench.protocol import Adapter
+from adaptbench.protocol import Adapter, freeze_all
 from adaptbench.registry import Paper, register
 
 PEFT_VERSION = metadata.version("peft")
@@ -58,6 +74,33 @@ SET_HERE = ("task_type", "peft_type", "inference_mode", "peft_version")  # adapt
 REFUSED = {"AdaLoraConfig": "its budget needs update_and_allocate every step and its orthogonal regulariser lives "
                             "in AdaLoraModel.forward's loss (see the Deviations of methods/adapters/peft.py)"}
 HEAD_NAMES = ("classifier", "score")  # adaptbench.models.HEAD_PREFIXES: the head the trainer always trains
+DATA_INITS = ("eva", "corda")  # LoraConfig(init_lora_weights=...) values PEFT computes from data (see ``init``)
+CORDA_SAMPLES = 256  # CorDA App. A.2: 256 calibration sequences (our corda's num_samples default)
+EIGENS = ("S_WC", "U_WC", "V_WC")  # PEFT's CordaEigens fields: Σ, U and (V̂ᵀ C⁻¹)ᵀ of Eq. (2)–(3)
+
+
+def inputs_for_eva(batches):
+    """The init batches as PEFT's EVA forward sees them: one label per sequence is not a token label mask, so
+    those labels stay out (the attention mask drops padding); token labels (same shape as input_ids) stay in."""
+    for batch in batches:
+        labels = batch.get("labels")
+        if labels is not None and labels.shape != batch["input_ids"].shape:
+            batch = {k: v for k, v in batch.items() if k != "labels"}
+        yield batch
+
+
+def sequences(batches, n: int):
+    """The first ``n`` sequences of the batches, one at a time and without their padding (CorDA's hook reads
+    one sequence per forward, every token of it)."""
+    seen = 0
+    for batch in batches:
+        keep = batch["attention_mask"].bool()
+        for i in range(batch["input_ids"].shape[0]):
+            if seen == n:
+                return
+            yield {k: v[i][keep[i]].unsqueeze(0) for k, v in batch.items()
+                   if k != "labels" and v.shape == batch["input_ids"].shape}
+            seen += 1
 
 
 def tuner_configs() -> dict[str, type]:
@@ -210,10 +253,17 @@ class PEFT(Adapter):
             patterns.append("*.bias")
         self.TRAINABLE = tuple(patterns)
         self.IDENTITY_AT_INIT = not self.prompt  # virtual tokens change the output from the start
+        init = getattr(self.peft_cfg, "init_lora_weights", None)
+        self.data_init = init if isinstance(init, str) and init in DATA_INITS else None
+        self.DATA_DRIVEN = self.data_init is not None  # EVA / CorDA: init_state from training batches
+        self.peft_model = None  # PEFT's PeftModel (EVA's init reads its config and adapter switch)
         self.tuner = None  # PEFT's LoraModel / VeraModel ...: owns merge_and_unload and KaSA's loss
 
     def apply(self, model: nn.Module) -> nn.Module:
-        peft_model = peft.get_peft_model(model, self.peft_cfg)
+        if self.data_init == "corda":  # preprocess_corda reads the plain nn.Linear targets: wrapped at load
+            freeze_all(model)
+            return model
+        peft_model = self.peft_model = peft.get_peft_model(model, self.peft_cfg)
         if self.prompt:
             base = peft_model.base_model
             for name in HEAD_NAMES:  # SEQ_CLS wrapped the head in a ModulesToSaveWrapper: the trainer trains it
@@ -223,6 +273,61 @@ class PEFT(Adapter):
             return PromptLearningModel(peft_model)
         self.tuner = peft_model.base_model
         return self.tuner.model
+
+    def init_state(self, model: nn.Module, batches) -> dict[str, torch.Tensor]:
+        """EVA: each target's top right-singular vectors at its allotted rank (PEFT's eva_state_dict, keyed by
+        the PEFT model's module names). CorDA: each target's context-oriented SVD (Σ, U, V̂) from the first
+        CORDA_SAMPLES sequences."""
+        if self.data_init == "eva":
+            from peft.tuners.lora.eva import get_eva_state_dict
+
+            # a list: PEFT takes len(), one batch, then cycles (the init step's few batches)
+            state = get_eva_state_dict(self.peft_model, list(inputs_for_eva(batches)), show_progress_bar=False)
+            return {name: t.detach().cpu().contiguous() for name, t in state.items()}
+        if self.data_init == "corda":
+            from peft.tuners.lora.corda import preprocess_corda, target_modules
+
+            training = model.training
+
+            def run_model():
+                for seq in sequences(batches, CORDA_SAMPLES):
+                    model(**seq)
+
+            preprocess_corda(model, self.peft_cfg, run_model=run_model)
+            model.train(training)
+            state = {}
+            for name, module in target_modules(model, self.peft_cfg):
+                state.update({f"{name}.{k}": getattr(module.eigens, k).detach().cpu().contiguous() for k in EIGENS})
+                del module.eigens  # load_init_state installs them, whether computed here or read from the cache
+            return state
+        raise ValueError(f"peft: {self.config_name()} has no data-driven initialisation")
+
+    def load_init_state(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        if self.data_init == "eva":
+            from peft.tuners.lora.eva import initialize_lora_eva_weights
+
+            initialize_lora_eva_weights(self.peft_model, eva_state_dict=dict(state), show_progress_bar=False)
+            return
+        if self.data_init != "corda":
+            raise ValueError(f"peft: {self.config_name()} has no data-driven initialisation")
+        from peft.tuners.lora.corda import CordaEigens, target_modules
+
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}  # the task head (build_model)
+        for name, module in target_modules(model, self.peft_cfg):
+            missing = [k for k in EIGENS if f"{name}.{k}" not in state]
+            if missing:
+                raise ValueError(f"peft: CorDA init state has no '{name}.{missing[0]}'; recompute it for this "
+                                 "model and config")
+            device = module.weight.device
+            module.eigens = CordaEigens(**{k: state[f"{name}.{k}"].to(device) for k in EIGENS})
+        self.peft_model = peft.get_peft_model(model, self.peft_cfg)  # corda_init: W' = W − B A, A and B from Σ, U, V̂
+        self.tuner = self.peft_model.base_model
+        for n, p in model.named_parameters():  # get_peft_model froze all but the adapters; the head trains
+            if n in trainable:
+                p.requires_grad_(True)
+
+    def config_name(self) -> str:
+        return type(self.peft_cfg).__name__
 
     def extra_loss(self, model: nn.Module) -> torch.Tensor | None:
         if self.tuner is not None and getattr(self.peft_cfg, "kasa_config", None) is not None:

@@ -136,6 +136,103 @@ def test_equals_our_lora_at_the_same_init(batch):
             torch.testing.assert_close(mine[pairs.get(n, n)], p, rtol=1e-5, atol=1e-7)
 
 
+# ---- data-driven inits: EVA and CorDA by PEFT's own documented flows ----------------------------------------
+
+ALL_LINEARS = ["query", "key", "value", "output.dense", "intermediate.dense"]
+DATA_INIT = {  # as workflows/grids/ours_vs_peft_minilm_glue.yaml, sized for the 32-wide tiny BERT
+    "eva": {"args": {"r": 4, "lora_alpha": 1, "target_modules": ALL_LINEARS, "init_lora_weights": "eva",
+                     "eva_config": {"rho": 2.0, "tau": 0.99, "adjust_scaling_factors": True}}},
+    "corda": {"args": {"r": 8, "lora_alpha": 8, "target_modules": ALL_LINEARS, "init_lora_weights": "corda",
+                       "corda_config": {"corda_method": "ipm"}}},
+}
+
+
+def init_batches(n=48, seed=0):
+    """The init step's batches for syn_sentiment on the tiny BERT (padded, with sequence labels)."""
+    from adaptbench.config import TrainConfig
+    from adaptbench.data import Encoded, make_collate
+    from adaptbench.tracks.finetune.job import init_loader
+
+    tokenizer = models.load_for_classification("tiny-bert", 2).tokenizer
+    data = Encoded(tokenizer, tasks.load_split(SPEC, "train", None, n, 0), 32, False)
+    return init_loader(data, TrainConfig.from_dict({"batch_size": 8}), make_collate(tokenizer), seed)
+
+
+def peft_reference(kind, batches):
+    """PEFT's documented flow on the plain model of the same seed, written as a PEFT user would."""
+    import peft
+    from peft.tuners.lora.corda import preprocess_corda
+    from peft.tuners.lora.eva import initialize_lora_eva_weights
+
+    _, base = build({}, method="full")
+    config = get_method("peft").build(DATA_INIT[kind]).peft_cfg
+    if kind == "eva":
+        model = peft.get_peft_model(base, config)
+        no_labels = [{k: v for k, v in b.items() if k != "labels"} for b in batches]
+        initialize_lora_eva_weights(model, no_labels, show_progress_bar=False)
+        return model
+    singles = []
+    for b in batches:
+        for i in range(len(b["input_ids"])):
+            keep = b["attention_mask"][i].bool()
+            singles.append({k: b[k][i][keep][None] for k in ("input_ids", "token_type_ids", "attention_mask")})
+    preprocess_corda(base, config, run_model=lambda: [base(**x) for x in singles[:256]])
+    return peft.get_peft_model(base, config)
+
+
+@pytest.mark.parametrize("kind", ["eva", "corda"])
+def test_data_driven_init_is_peft_documented_flow(kind):
+    """The peft row's EVA / CorDA init equals PEFT's own flow on the same batches: same ranks, A, B and W';
+    the adapted model computes the base model's outputs; the head and the factors train, nothing else."""
+    batches = list(init_batches())
+    method, ours = build(DATA_INIT[kind])
+    assert method.DATA_DRIVEN and not get_method("peft").build({}).DATA_DRIVEN
+    method.prepare(ours, batches)
+    theirs = peft_reference(kind, batches)
+    mine, ref = dict(ours.named_parameters()), dict(theirs.base_model.model.named_parameters())
+    assert mine.keys() == ref.keys()
+    lora = [n for n in mine if ".lora_" in n]
+    assert len(lora) == 2 * 6 * 2  # A and B of 6 linears in each of 2 blocks
+    ranks = {mine[n].shape[0] for n in lora if ".lora_A." in n}
+    if kind == "eva":
+        assert ranks != {4}  # ρ = 2: EVA redistributed the rank budget
+    for n, p in ref.items():
+        torch.testing.assert_close(mine[n], p, rtol=0, atol=0)  # W' (CorDA), A, B, untouched weights, head
+    _, base = build({}, method="full")
+    input_ = {k: v for k, v in batches[0].items() if k != "labels"}
+    for m in (ours, base):
+        m.eval()
+    torch.testing.assert_close(ours(**input_).logits, base(**input_).logits, rtol=0, atol=1e-5)
+    trained = {n for n, p in ours.named_parameters() if p.requires_grad}
+    assert trained == set(lora) | {n for n in mine if n.startswith("classifier.")}
+
+
+@pytest.mark.parametrize("kind", ["eva", "corda"])
+def test_data_driven_init_cached_and_loaded_on_a_fresh_model_equals_prepare(kind, tmp_path):
+    """The workflow's path (init_state saved, loaded into a fresh model of the same seed) gives prepare()'s model."""
+    batches = list(init_batches())
+    first, model = build(DATA_INIT[kind])
+    state = first.init_state(model, batches)
+    assert state and all(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in state.values())
+    torch.save(state, tmp_path / "init.pt")
+    second, fresh = build(DATA_INIT[kind])
+    second.load_init_state(fresh, torch.load(tmp_path / "init.pt", weights_only=True))
+    third, prepared = build(DATA_INIT[kind])
+    third.prepare(prepared, batches)
+    a, b = dict(fresh.named_parameters()), dict(prepared.named_parameters())
+    assert a.keys() == b.keys()
+    for n in a:
+        torch.testing.assert_close(a[n], b[n], rtol=0, atol=0)
+        assert a[n].requires_grad == b[n].requires_grad
+
+
+def test_corda_state_for_another_model_fails_in_one_line():
+    method, model = build(DATA_INIT["corda"])
+    with pytest.raises(ValueError, match=r"peft: CorDA init state has no 'bert\.encoder\.layer\.0\..*S_WC'") as err:
+        method.load_init_state(model, {})
+    assert "\n" not in str(err.value)
+
+
 # ---- every tuner of the grids: trains what PEFT trains, counts like ours, merges ---------------------------
 
 @pytest.mark.parametrize("tuner", list(TUNERS))
@@ -228,13 +325,13 @@ def test_kasa_adds_peft_regulariser_to_the_task_loss(batch):
 
 # ---- the jobs: train → checkpoint → rebuild → evaluate, and the cell's hash as the grid computes it ----------
 
-@pytest.mark.parametrize("tuner", ["dora", "prompt"])
+@pytest.mark.parametrize("tuner", ["dora", "prompt", "eva", "corda"])
 def test_train_and_evaluate_jobs_agree_with_the_grid(tuner, tmp_path):
     from adaptbench.results import config_hash
     from adaptbench.tracks.finetune.grid import cell_config
     from adaptbench.tracks.finetune.job import evaluate_checkpoint, train
 
-    params = {**TUNERS[tuner], "peft_version": PEFT_VERSION}
+    params = {**(TUNERS | DATA_INIT)[tuner], "peft_version": PEFT_VERSION}
     train_params = {"epochs": 1, "batch_size": 16, "max_train_samples": 32, "max_eval_samples": 32, "lr": 5e-3}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
