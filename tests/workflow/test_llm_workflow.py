@@ -39,21 +39,32 @@ def test_tiny_llm_grid_end_to_end(tmp_path):
 
 
 def fake_data(root: Path) -> Path:
+    """Stand-ins for the local test sets the paper grids score (only their presence is read by a dry-run)."""
+    from adaptbench.tracks.llm.lmeval import LA, MC_SOURCES
+
     (root / "gsm8k").mkdir(parents=True)
     (root / "gsm8k" / "test.jsonl").write_text(json.dumps({"question": "1+1?", "answer": "2\n#### 2"}) + "\n")
+    for folder in MC_SOURCES.values():
+        (root / LA / folder).mkdir(parents=True)
+        (root / LA / folder / "test.json").write_text("[]")
     return root
 
 
-def test_metamath_paper_grid_dry_run_lists_gpu_jobs_with_bf16_and_accumulation(tmp_path):
+@pytest.mark.parametrize("grid, cells, accumulation", [
+    ("llama2_7b_metamath", 7, 32),  # six methods + the zero-shot row; batch 128 = 4 × 32
+    ("llama7b_commonsense", 3, 4),  # LoRA, PEFT's DoRA + the zero-shot row; batch 16 = 4 × 4
+])
+def test_paper_grid_dry_run_lists_gpu_jobs_with_bf16_and_accumulation(grid, cells, accumulation, tmp_path):
     data = fake_data(tmp_path / "data")
-    proc = snakemake("-n", "-p", "--profile", "slurm", "--configfile", "workflows/grids/llama2_7b_metamath.yaml",
+    proc = snakemake("-n", "-p", "--profile", "slurm", "--configfile", f"workflows/grids/{grid}.yaml",
                      "--config", f"data_dir={data}", f"results_dir={tmp_path}/results", f"reports_dir={tmp_path}/reports",
                      cwd=REPO, extra_env={"HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     blocks = [b for b in proc.stdout.split("rule ") if b.startswith("llm_cell:")]
-    assert len(blocks) == 7  # six methods + the zero-shot row
+    assert len(blocks) == cells
     assert all("gpu=1" in b and "mem_mb=120000" in b for b in blocks)
-    assert all('"precision":"bf16"' in b and '"grad_accum_steps":32' in b for b in blocks if "zero_shot" not in b)
+    assert all('"precision":"bf16"' in b and f'"grad_accum_steps":{accumulation}' in b
+               for b in blocks if "zero_shot" not in b)
 
 
 def test_offline_the_hub_training_set_is_unavailable_and_only_the_zero_shot_row_runs():
