@@ -73,9 +73,26 @@ def tiny_batch(tokenizer):
 
 @pytest.mark.parametrize("name", registry.available("adapter"))
 def test_every_adapter_trains_and_merges_on_a_tiny_llama(name):
+    trains_and_merges_on_a_tiny_llama(name, {})
+
+
+PEFT_ON_LLAMA = {  # PEFT tuners an LLM grid runs (llama7b_commonsense.yaml: DoRA), and its data-driven inits
+    "dora": {"args": {"use_dora": True, "target_modules": ["q_proj", "v_proj"]}},
+    "eva": {"args": {"r": 2, "target_modules": ["q_proj", "v_proj"], "init_lora_weights": "eva",
+                     "eva_config": {"rho": 1.0}}},  # token labels: PEFT's EVA reads response tokens only
+    "corda": {"args": {"r": 4, "target_modules": ["q_proj", "v_proj"], "init_lora_weights": "corda"}},
+}
+
+
+@pytest.mark.parametrize("tuner", PEFT_ON_LLAMA)
+def test_peft_tuners_train_and_merge_on_a_tiny_llama(tuner):
+    trains_and_merges_on_a_tiny_llama("peft", PEFT_ON_LLAMA[tuner])
+
+
+def trains_and_merges_on_a_tiny_llama(name, params):
     loaded = load_causal_lm("tiny-llama", seed=0)
     spec = registry.get_method(name)
-    method = spec.build({})
+    method = spec.build(params)
     torch.manual_seed(0)
     model = method.apply(loaded.model)
     batch = tiny_batch(loaded.tokenizer)
