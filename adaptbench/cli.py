@@ -49,6 +49,8 @@ def _report_args(p):
     p.add_argument("--claims-dir", default=None)
     p.add_argument("--unavailable", default="{}", help='JSON {"task": "reason"} of what could not run')
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--results", default=None,
+                   help="the results folder: also write <out-dir>/index.html, the grid's page from its stored records")
 
 
 def _report(args):
@@ -69,6 +71,10 @@ def _report(args):
     for path in track.report(args.cells, grid, args.out_dir, args.claims_dir,
                              json_arg(args.unavailable, "--unavailable")):
         print(path)
+    if args.results is not None and grid.get("grid"):
+        from adaptbench.html_report import grid_page
+
+        print(grid_page(args.results, grid["grid"], args.out_dir, args.claims_dir))
 
 
 def _list(args):

@@ -221,8 +221,14 @@ def _stat_html(s: dict | None, digits: int) -> str:
             f"<span class=\"ci\">[{s['lo']:.{digits}f}, {s['hi']:.{digits}f}] n={s['n']}</span>")
 
 
-def leaderboard_page(boards: list[Board], summary: str, title: str = "adaptbench leaderboard") -> str:
+def leaderboard_page(boards: list[Board], summary: str, title: str = "adaptbench leaderboard",
+                     figures: list[tuple[str, str]] = ()) -> str:
+    """The page: one sortable, filterable table per (track, model, protocol), then ``figures`` (base64 PNG, alt)."""
     body = "\n".join(board_html(b) for b in boards) or "<p>No stored results to show.</p>"
+    if figures:
+        body += ("\n<h2>Figures of the grid's report</h2>\n<div class=\"plots\">"
+                 + "".join(f'<img alt="{esc(alt)}" title="{esc(alt)}" src="data:image/png;base64,{png}">'
+                           for png, alt in figures) + "</div>")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
 <script>{ERRORS_JS}</script>
@@ -242,6 +248,24 @@ def leaderboard_html(results="results", grid=None, track=None, model=None, task=
     """``leaderboard.leaderboard`` as the HTML page: (text, store, tables)."""
     store, boards = lb.load_boards(results, grid, track, model, task, claims_dir)
     return leaderboard_page(boards, lb.summary_line(store, boards)), store, boards
+
+
+BOARD_FIGURES = ("per_task.png", "score_vs_params.png")  # the fine-tuning report's figures: each board redraws them
+
+
+def grid_page(results, grid: str, out_dir, claims_dir=None) -> Path:
+    """``<out_dir>/index.html``, a grid's own page: its stored rows as the leaderboard shows them (sortable,
+    filterable, claims with verdicts, every cell traced to its records) and the figures its track's report drew
+    in ``out_dir`` that the boards do not redraw (TTA error against severity, per shift)."""
+    from adaptbench.results import atomic_write_text
+
+    out_dir = Path(out_dir)
+    store, boards = lb.load_boards(results, grid=grid, claims_dir=claims_dir)
+    figures = [(base64.b64encode(png.read_bytes()).decode("ascii"), png.stem.replace("_", " "))
+               for png in sorted(out_dir.glob("*.png")) if png.name not in BOARD_FIGURES]
+    path = out_dir / "index.html"
+    atomic_write_text(path, leaderboard_page(boards, lb.summary_line(store, boards), f"adaptbench · {grid}", figures))
+    return path
 
 
 def report_all(results="results", reports="reports", claims_dir=None) -> list[dict]:
@@ -264,8 +288,9 @@ def report_all(results="results", reports="reports", claims_dir=None) -> list[di
             config.setdefault("tasks", list(dict.fromkeys(e.get("task") for e in index["cells"])))
             tidy = results / "grids" / name / "tidy.csv"
             collate([], tidy, index=results / "grids" / name / "index.json")
-            paths = get_track(config["kind"]).report(str(tidy), config, reports / name, claims_dir,
-                                                    index.get("unavailable") or {})
+            paths = list(get_track(config["kind"]).report(str(tidy), config, reports / name, claims_dir,
+                                                         index.get("unavailable") or {}))
+            paths.append(grid_page(results, name, reports / name, claims_dir))
             done.append({"grid": name, "status": "ok", "seconds": time.perf_counter() - t0, "paths": list(paths)})
         except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
             reason = e.args[0] if isinstance(e, KeyError) and e.args else str(e)

@@ -75,3 +75,47 @@ def test_the_browser_check_sees_script_errors(page, tmp_path):
     broken.write_text(page.read_text().replace("function filterRows(text){", "function filterRows(text){ nosuch();"))
     dom = browse(broken.as_uri() + "#filter=x", tmp_path, "--dump-dom")
     assert re.search(r'data-errors="[^"]*nosuch[^"]*"', dom)
+
+
+def test_a_grid_page_has_its_rows_and_the_track_report_figures(tmp_path):
+    """reports/<grid>/index.html: the grid's own rows (not another grid's), the boards' two plots, and the
+    figures its track's report drew that no board redraws (a TTA severity plot here), each inlined once."""
+    import base64
+
+    from adaptbench.html_report import grid_page
+    from tests.test_leaderboard import index
+
+    ours = [cell(tmp_path, label=label, task="sst2", seed=0, acc=acc) for label, acc in (("lora", 0.8), ("full", 0.9))]
+    other = [cell(tmp_path, label="bitfit", task="sst2", seed=0, acc=0.7, lr=1e-3)]
+    index(tmp_path, "mine", ours)
+    index(tmp_path, "theirs", other)
+    out = tmp_path / "reports" / "mine"
+    out.mkdir(parents=True)
+    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+    (out / "per_task.png").write_bytes(png)  # the fine-tuning report's figure: the board redraws it
+    (out / "digits_c_noise_severity.png").write_bytes(png + b"severity")
+    text = grid_page(tmp_path, "mine", out).read_text()
+    assert rows(text) == ["full", "lora"]  # bitfit is another grid's row
+    assert "adaptbench · mine" in text and "Figures of the grid's report" in text
+    assert text.count("data:image/png;base64,") == 3  # Pareto, bars, and the severity figure
+    assert base64.b64encode(png + b"severity").decode() in text and 'alt="digits c noise severity"' in text
+
+
+def test_the_report_command_writes_the_grid_page(tmp_path):
+    import json
+    import sys
+
+    from tests.test_leaderboard import index
+
+    records = [cell(tmp_path, label="lora", task="sst2", seed=s, acc=0.8 + s / 100) for s in (0, 1)]
+    index(tmp_path, "mine", records)
+    tidy = tmp_path / "grids" / "mine" / "tidy.csv"
+    subprocess.run([sys.executable, "-m", "adaptbench", "collate", "--index", str(tidy.parent / "index.json"),
+                    "--out", str(tidy)], check=True, capture_output=True)
+    grid = {"grid": "mine", "tasks": ["sst2"], "methods": ["lora"]}
+    proc = subprocess.run([sys.executable, "-m", "adaptbench", "report", "--cells", str(tidy), "--grid-json",
+                           json.dumps(grid), "--out-dir", str(tmp_path / "reports" / "mine"), "--results",
+                           str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    page = tmp_path / "reports" / "mine" / "index.html"
+    assert str(page) in proc.stdout.splitlines() and rows(page.read_text()) == ["lora"]

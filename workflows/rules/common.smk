@@ -89,7 +89,7 @@ def report_targets():
 def report_command(cells):
     return (f"{PYTHON} -m adaptbench report --cells {shlex.quote(cells)}"
             f" --grid-json {shlex.quote(gridlib.as_json(config))} --unavailable {shlex.quote(gridlib.as_json(UNAVAILABLE))}"
-            f" --out-dir {shlex.quote(f'{REPORTS}/{GRID}')}")
+            f" --out-dir {shlex.quote(f'{REPORTS}/{GRID}')} --results {shlex.quote(RESULTS)}")
 
 
 def partial_report():

@@ -41,7 +41,8 @@ rule collate_results:
 
 
 rule report_tables:
-    """Tables in the papers' layout (md/csv/tex), claims side by side, plots."""
+    """Tables in the papers' layout (md/csv/tex), claims side by side, plots; and index.html, the grid's page
+    (its stored rows as sortable tables with claims and verdicts, every cell traced to its record, the figures)."""
     input:
         cells=f"{GRID_DIR}/tidy.csv",
     output:
