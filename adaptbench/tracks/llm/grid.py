@@ -22,12 +22,22 @@ EVAL_DEFAULTS = {"tasks": ["syn_category"], "limit": None, "task_limit": {}, "nu
                  "bootstrap_iters": 100, "max_gen_toks": 256}
 
 
+EVAL_WHEN_USED = ("include_path", "user_tasks")  # absent unless a grid uses them: stored cells keep their hashes
+
+
 def eval_settings(config: dict) -> dict:
     settings = {**EVAL_DEFAULTS, **(config.get("eval") or {})}
-    unknown = sorted(set(settings) - set(EVAL_DEFAULTS))
+    unknown = sorted(set(settings) - set(EVAL_DEFAULTS) - set(EVAL_WHEN_USED))
     if unknown:
         raise ValueError(f"grid: eval has unknown key(s) {unknown}; valid: {sorted(EVAL_DEFAULTS)}")
     return settings
+
+
+def user_task_versions(tasks: list[str]) -> dict:
+    """The researcher's lm-eval tasks among ``tasks`` (eval.include_path) → their content digests: the cell's
+    evaluation names the version, never the folder (no absolute paths in a record)."""
+    found = lmeval.user_tasks()
+    return {t: lmeval.user_task_digest(found[t]) for t in tasks if t in found}
 
 
 def train_config(train: dict | None) -> TrainConfig:
@@ -53,6 +63,9 @@ def plan(config: dict) -> Plan:
     if data_dir is not None and not Path(data_dir).is_dir():
         raise ValueError(f"grid: data_dir {data_dir} is not a folder (the ../shared/data layout)")
     evaluation = eval_settings(config)
+    if evaluation.get("include_path"):
+        lmeval.use_include_path(evaluation["include_path"])
+    evaluation.pop("include_path", None)
     for task in config["tasks"]:
         if task not in sets.TRAIN_SETS:
             raise ValueError(f"grid: unknown training set '{task}'. Available: {', '.join(sets.TRAIN_SETS)}")
@@ -62,6 +75,8 @@ def plan(config: dict) -> Plan:
         if reason.startswith("unknown"):
             raise ValueError(f"grid: eval.tasks: {reason}")
     evaluation = {**evaluation, "tasks": [t for t in evaluation["tasks"] if t not in missing_eval]}
+    if versions := user_task_versions(evaluation["tasks"]):
+        evaluation["user_tasks"] = versions
     unavailable.update({f"eval:{t}": r for t, r in missing_eval.items()})
     if not evaluation["tasks"]:  # nothing can be scored here: no cells, and the report says why
         return Plan([], unavailable)

@@ -27,7 +27,7 @@ from adaptbench.registry import get_method
 from adaptbench.results import atomic_write_json, atomic_write_text, config_hash, folder_name, make_record, metric
 from adaptbench.tracks.llm import lmeval, sets
 from adaptbench.tracks.llm.data import Encoded, causal_lm_loss, make_collate
-from adaptbench.tracks.llm.grid import TRACK, ZERO_SHOT, cell_config, eval_settings, train_config
+from adaptbench.tracks.llm.grid import TRACK, ZERO_SHOT, cell_config, eval_settings, train_config, user_task_versions
 from adaptbench.tracks.llm.models import load_causal_lm
 
 RESUME_FILE = "resume.pt"
@@ -41,14 +41,23 @@ def run_cell(*, method: str, model: str, task: str, seed: int, out_dir: str | Pa
     method_params = dict(method_params or {})
     cfg = train_config(train_params)
     ev = eval_settings({"eval": evaluation or {}})
-    spec = get_method(method) if method != ZERO_SHOT else None
-    method_cfg = spec.make_config(method_params) if spec else None  # fails fast on a bad hyperparameter
-    config = cell_config(method=method, method_params=asdict(method_cfg) if method_cfg else {}, model=model, task=task,
-                         seed=seed, train=cfg.to_dict(), data_dir=data_dir, evaluation=ev)
+    if ev.get("include_path"):  # called with the grid's eval settings as written (a job gets user_tasks instead)
+        lmeval.use_include_path(ev["include_path"])
+    ev.pop("include_path", None)
     for t in ev["tasks"]:
         reason = lmeval.unavailable_reason(t, data_dir)
         if reason:
             raise FileNotFoundError(f"evaluation task '{t}': {reason}")
+    found = user_task_versions(ev["tasks"])
+    planned = ev.setdefault("user_tasks", found) if found or "user_tasks" in ev else {}
+    if found != planned:  # the researcher's task YAML or data changed since the grid was planned
+        name = sorted(set(found.items()) ^ set(planned.items()))[0][0]
+        raise ValueError(f"evaluation task '{name}': its YAML or data is not the version this cell names "
+                         f"({planned.get(name)} planned, {found.get(name)} now); rerun snakemake to plan it again")
+    spec = get_method(method) if method != ZERO_SHOT else None
+    method_cfg = spec.make_config(method_params) if spec else None  # fails fast on a bad hyperparameter
+    config = cell_config(method=method, method_params=asdict(method_cfg) if method_cfg else {}, model=model, task=task,
+                         seed=seed, train=cfg.to_dict(), data_dir=data_dir, evaluation=ev)
     if threads:
         torch.set_num_threads(threads)
     dev = pick_device(device)

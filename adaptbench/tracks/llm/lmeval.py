@@ -16,15 +16,20 @@ the local files, so lm-eval never touches the network. Two families of formats:
     la_<dataset> — the Alpaca prompt, greedy generation, the first answer word of the dataset's format
     (``acc``); la_gsm8k — the last number of the generation, correct within 1e-3 (``acc``).
   syn_category — SYNTHETIC multiple choice (the embedded default's held-out words).
+And the researcher's own tasks: lm-eval task YAMLs in the folders of a grid's ``eval.include_path``, passed to
+lm-eval as written (beside the generated folder); their YAML and local data files, hashed, version the cell.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
 from pathlib import Path
+
+import yaml
 
 from adaptbench.tracks.llm import synthetic
 from adaptbench.tracks.llm.prompts import prompt
@@ -40,9 +45,83 @@ _CHOICE = re.compile(r"(?:Answer|Solution|Option|Ending)(\d+):\s*(.*?)(?=\s*(?:A
                      r"\s*Answer format:|$)", re.S)
 
 
+INCLUDE_ENV = "ADAPTBENCH_LM_EVAL_DIRS"  # the grid's eval.include_path, for this process and the jobs it starts
+
+
+def use_include_path(dirs) -> None:
+    """Make the researcher's lm-eval task folders (a grid's ``eval.include_path``) known here and in the jobs
+    this run starts, as ``tasks.use_task_dirs`` does for fine-tuning tasks. A missing folder is a one-line error."""
+    resolved = []
+    for d in [dirs] if isinstance(dirs, (str, Path)) else dirs:
+        path = Path(d).expanduser()
+        if not path.is_dir():
+            raise ValueError(f"eval.include_path: {d} is not a folder (it should hold lm-eval task YAMLs)")
+        resolved.append(str(path.resolve()))
+    os.environ[INCLUDE_ENV] = os.pathsep.join(dict.fromkeys([*map(str, include_dirs()), *resolved]))
+
+
+def include_dirs() -> list[Path]:
+    return [Path(d) for d in os.environ.get(INCLUDE_ENV, "").split(os.pathsep) if d]
+
+
+class _Tolerant(yaml.SafeLoader):
+    """Reads lm-eval task YAMLs without lm-eval: ``!function`` and other tags load as their plain text."""
+
+
+_Tolerant.add_multi_constructor("!", lambda loader, suffix, node: getattr(loader, "construct_" + (
+    "mapping" if isinstance(node, yaml.MappingNode) else "sequence" if isinstance(node, yaml.SequenceNode)
+    else "scalar"))(node))
+
+
+def user_tasks() -> dict[str, Path]:
+    """Task name → its YAML, over the include folders (recursively, as lm-eval scans them). A name the package
+    generates itself is an error, not a shadow."""
+    found: dict[str, Path] = {}
+    for folder in include_dirs():
+        for path in sorted(folder.rglob("*.yaml")):
+            try:
+                raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Tolerant)
+            except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+                raise ValueError(f"{path}: not a readable lm-eval task YAML ({type(e).__name__})") from None
+            name = raw.get("task") if isinstance(raw, dict) else None
+            if not isinstance(name, str):
+                continue  # a group, a template others include, or not a task
+            if name in TASKS:
+                raise ValueError(f"{path}: task '{name}' is one adaptbench generates; rename it")
+            if name in found and found[name] != path:
+                raise ValueError(f"{path}: task '{name}' is also defined in {found[name]}; rename one")
+            found[name] = path
+    return found
+
+
+def _data_files(path: Path) -> list[tuple[str, Path]]:
+    """(field, file) for each local file the task reads (dataset_kwargs.data_files, strings or lists or a mapping)."""
+    raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Tolerant)
+    files = ((raw.get("dataset_kwargs") or {}) if isinstance(raw.get("dataset_kwargs"), dict) else {}).get("data_files")
+    items = files.items() if isinstance(files, dict) else [("", files)]
+    out = []
+    for key, value in items:
+        for f in [value] if isinstance(value, str) else (value or []):
+            out.append((f"dataset_kwargs.data_files{'.' + key if key else ''}", Path(f).expanduser()))
+    return out
+
+
+def user_task_digest(path: Path) -> str:
+    """The task's version: sha256 of its YAML and every local data file it reads."""
+    h = hashlib.sha256(path.read_bytes())
+    for _, f in _data_files(path):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def unavailable_reason(task: str, data_dir: str | None) -> str | None:
     if task not in TASKS:
-        return f"unknown evaluation task '{task}'; known: {', '.join(TASKS)}"
+        yaml_file = user_tasks().get(task)
+        if yaml_file is None:
+            return (f"unknown evaluation task '{task}'; known: {', '.join(TASKS)}, or a task YAML in a folder of "
+                    "eval.include_path")
+        missing = [(key, f) for key, f in _data_files(yaml_file) if not f.is_file()]
+        return f"data unavailable: {missing[0][1]} not found ({yaml_file}: {missing[0][0]})" if missing else None
     if task == "syn_category":
         return None
     if data_dir is None:
@@ -179,10 +258,12 @@ def evaluate(model, tokenizer, tasks: list[str], data_dir: str | None, folder: P
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    include = write_tasks(tasks, data_dir, Path(folder))
+    ours = user_tasks()
+    include = [str(write_tasks([t for t in tasks if t not in ours], data_dir, Path(folder)))]
+    include += sorted({str(ours[t].parent) for t in tasks if t in ours})  # the researcher's YAMLs, as written
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=getattr(
         model.config, "max_position_embeddings", 2048), max_gen_toks=max_gen_toks)
-    manager = TaskManager(include_path=str(include), include_defaults=False)
+    manager = TaskManager(include_path=include, include_defaults=False)
     shots = {**DEFAULT_FEWSHOT, **(num_fewshot or {})}
     metrics, raw = {}, {"results": {}, "samples": {}}
     for group in _groups(tasks, shots, limit, task_limit or {}):
