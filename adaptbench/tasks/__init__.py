@@ -77,13 +77,20 @@ def task_dirs() -> list[Path]:
 def use_task_dirs(dirs) -> None:
     """Make the researcher's task folders known to this process and the jobs it starts (a grid's
     ``task_dirs``). A missing folder is a one-line error."""
+    add_env_folders(TASK_DIRS_ENV, dirs, "task_dirs", "one YAML per task")
+
+
+def add_env_folders(env: str, dirs, field: str, holds: str) -> None:
+    """Append folders (one or a list, resolved) to the path list in environment variable ``env``: known to this
+    process and inherited by the jobs it starts. A missing folder: one line naming ``field``."""
     resolved = []
     for d in [dirs] if isinstance(dirs, (str, Path)) else dirs:
         path = Path(d).expanduser()
         if not path.is_dir():
-            raise ValueError(f"task_dirs: {d} is not a folder (it should hold one YAML per task)")
+            raise ValueError(f"{field}: {d} is not a folder (it should hold {holds})")
         resolved.append(str(path.resolve()))
-    os.environ[TASK_DIRS_ENV] = os.pathsep.join(dict.fromkeys([*map(str, task_dirs()), *resolved]))
+    before = [d for d in os.environ.get(env, "").split(os.pathsep) if d]
+    os.environ[env] = os.pathsep.join(dict.fromkeys([*before, *resolved]))
 
 
 def _task_files() -> dict[str, Path]:

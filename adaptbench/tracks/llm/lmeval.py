@@ -51,13 +51,9 @@ INCLUDE_ENV = "ADAPTBENCH_LM_EVAL_DIRS"  # the grid's eval.include_path, for thi
 def use_include_path(dirs) -> None:
     """Make the researcher's lm-eval task folders (a grid's ``eval.include_path``) known here and in the jobs
     this run starts, as ``tasks.use_task_dirs`` does for fine-tuning tasks. A missing folder is a one-line error."""
-    resolved = []
-    for d in [dirs] if isinstance(dirs, (str, Path)) else dirs:
-        path = Path(d).expanduser()
-        if not path.is_dir():
-            raise ValueError(f"eval.include_path: {d} is not a folder (it should hold lm-eval task YAMLs)")
-        resolved.append(str(path.resolve()))
-    os.environ[INCLUDE_ENV] = os.pathsep.join(dict.fromkeys([*map(str, include_dirs()), *resolved]))
+    from adaptbench.tasks import add_env_folders
+
+    add_env_folders(INCLUDE_ENV, dirs, "eval.include_path", "lm-eval task YAMLs")
 
 
 def include_dirs() -> list[Path]:
