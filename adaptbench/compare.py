@@ -1,5 +1,7 @@
 """``adaptbench compare my_method.py --against <grid>``: a new method against a stored grid, training only
-the new method's cells.
+the new method's cells. Fine-tuning grids take an adapter or an optimizer; TTA grids a TTA method, run on the
+stored row's streams (same source settings, scenario, shifts, severities and seed; a source model the store
+lacks is trained first by the train_source job, which the protocol does not see beyond its settings).
 
 The stored grid is read from ``results/grids/<grid>/index.json`` and its records. The new method gets the
 same cells as one stored row (``--like``; default ``lora`` for an adapter, ``full`` for an optimizer, where
@@ -142,6 +144,61 @@ def run_cells(jobs: list[tuple[str, dict]], results: Path, label: str, threads=N
     return trained, reused
 
 
+def _local_source(source: dict, data_dir) -> dict:
+    """A stored (portable) TTA source entry with its folders found again: a data folder stored by name is
+    ``--data-dir`` itself or the folder of that name inside it."""
+    out = dict(source)
+    for key in ("data_dir", "checkpoint"):
+        name = source.get(key)
+        if not name:
+            continue
+        found = [p for p in ([Path(data_dir), Path(data_dir) / name] if data_dir else [])
+                 if p.exists() and folder_name(str(p)) == name]
+        if not found:
+            raise ValueError(f"source '{source.get('name')}' read a folder named '{name}' ({key}); pass --data-dir "
+                             "<that folder or the folder holding it>")
+        out[key] = str(found[0])
+    return out
+
+
+def _tta_job(name: str, params: dict, info: dict, data_dir):
+    """The new TTA method's cell on a stored cell's stream: same source, scenario, shifts, severities and seed."""
+    from adaptbench.registry import get_method
+    from adaptbench.tta.grid import cell_config
+
+    get_method(name).make_config(params)  # a bad --method-params fails here, in one line
+    source = _local_source(info["source"], data_dir)
+    job = {"method": name, "method_params": dict(params), "source": source, "scenario": info["scenario"],
+           "shifts": list(info["shifts"]), "severities": list(info["severities"]), "seed": int(info["seed"])}
+    return config_hash(cell_config(**job)), job
+
+
+def run_tta_cells(jobs: list[tuple[str, dict]], results: Path, label: str, threads=None):
+    """Adapt on each (key, job)'s stream whose result is not stored, training a source model first where this
+    store lacks it (results/sources/<key>/, as the train_source rule). Returns (trained, reused, sources)."""
+    from adaptbench.tta.grid import source_key
+    from adaptbench.tta.runner import adapt
+    from adaptbench.tta.streams import train_source_job
+
+    trained, reused, sources = [], [], []
+    for key, job in jobs:
+        out = results / "cells" / key / "result.json"
+        if out.is_file() and read_record(out).get("status") == "ok":
+            reused.append(key)
+            continue
+        source_dir = results / "sources" / source_key(job["source"])
+        if not (source_dir / "source.json").is_file():
+            train_source_job(job["source"], source_dir, threads)
+            sources.append(source_dir.name)
+        record = adapt(**job, source_dir=source_dir, out_path=out, label=label, threads=threads)
+        if record["config_hash"] != key:
+            out.unlink(missing_ok=True)
+            raise ValueError(f"cell {key}: the adapt job computed config hash {record['config_hash']}; report this "
+                             "as a bug (compare and the job disagree on the cell's configuration)")
+        trained.append(key)
+    return trained, reused, sources
+
+
 def compare(target: str, against: str, results="results", method: str | None = None, like: str | None = None,
             method_params: dict | None = None, train_params: dict | None = None, data_dir: str | None = None,
             model_source: str | None = None, threads: int | None = None, progress: bool = False) -> Comparison:
@@ -150,21 +207,31 @@ def compare(target: str, against: str, results="results", method: str | None = N
 
     name = resolve_method(target, method)
     family = get_method(name).family
-    if family not in ("adapter", "optimizer"):
-        raise ValueError(f"compare runs adapters and optimizers against fine-tuning grids so far; '{name}' is a "
-                         f"{family} method (TTA and LLM cells are the next step)")
     results = Path(results)
     index, cells = stored_cells(results, against)
-    if index.get("kind", "finetune") != "finetune":
-        raise ValueError(f"grid '{against}' is a {index.get('kind')} grid; compare handles fine-tuning grids so far")
+    kind = index.get("kind", "finetune")
+    fits = {"finetune": ("adapter", "optimizer"), "tta": ("tta",)}
+    if kind not in fits:
+        raise ValueError(f"grid '{against}' is a {kind} grid; compare handles fine-tuning and TTA grids so far")
+    if family not in fits[kind]:
+        a = "an" if family[0] in "aeiou" else "a"
+        raise ValueError(f"'{name}' is {a} {family} method; a {kind} grid compares {' and '.join(fits[kind])} methods")
     labels = sorted({e["label"] for e, _ in cells})
     if name in labels:
         raise ValueError(f"grid '{against}' already has a row '{name}'; rename the method file (its stem is the name)")
-    default = "lora" if family == "adapter" else "full"  # an optimizer trains the full model by default
+    default = {"adapter": "lora", "optimizer": "full", "tta": "tent"}[family]  # an optimizer trains the full model
     like = like or (default if default in labels else labels[0])
     if like not in labels:
         raise ValueError(f"--like: grid '{against}' has no stored row '{like}'; rows: {', '.join(labels)}")
     template = [(e, r) for e, r in cells if e["label"] == like]
+    if kind == "tta":  # the like row's streams (source, scenario, shifts, severities, seed): every TTA cell's inputs
+        jobs = [_tta_job(name, dict(method_params or {}), r["run_info"], data_dir) for _, r in template]
+        trained, reused, sources = run_tta_cells(jobs, results, name, threads)
+        out = Comparison(name, against, like, trained, reused)
+        if sources:
+            out.notes.append(f"trained {len(sources)} source model(s) this store lacked ({', '.join(sources)}): "
+                             "the same settings, so the same protocol")
+        return place(out, jobs, template, cells, results, name)
     stored_dir = {r["run_info"].get("data_dir") for _, r in template} - {None}
     if stored_dir and data_dir is None:
         raise ValueError(f"grid '{against}' read its data from a folder named '{sorted(stored_dir)[0]}'; "
@@ -180,8 +247,11 @@ def compare(target: str, against: str, results="results", method: str | None = N
             raise ValueError(f"refusing to compare across protocols: {job['task']} / seed {job['seed']}: "
                              + "; ".join(protocol_diff(budget, stored["protocol"]["budget"], "budget.")))
     trained, reused = run_cells(jobs, results, name, threads, progress)
+    return place(Comparison(name, against, like, trained, reused), jobs, template, cells, results, name)
 
-    out = Comparison(name, against, like, trained, reused)
+
+def place(out: Comparison, jobs, template, cells, results: Path, name: str) -> Comparison:
+    """The new cells against the stored rows of the same protocol: ranks, paired statistics, Pareto positions."""
     new_records = [read_record(results / "cells" / key / "result.json") for key, _ in jobs]
     for (_, stored), new in zip(template, new_records):  # the protocol is checked, never assumed
         if new["protocol_hash"] != stored["protocol_hash"]:
@@ -193,8 +263,10 @@ def compare(target: str, against: str, results="results", method: str | None = N
     other = [e["label"] for e, r in cells if _where(e) in ours and ours[_where(e)] != r["protocol_hash"]]
     for label in sorted(set(other)):
         out.notes.append(f"row '{label}': {other.count(label)} cell(s) ran under another protocol, left out")
-    rows = [row for e, r in same for row in lb.record_scores(r, "", e["label"])]
-    rows += [row for new, (key, _) in zip(new_records, jobs) for row in lb.record_scores(new, key, name)]
+    # columns by the grid's own task (a TTA grid's scenario: its streams share the suite's name)
+    rows = [{**row, "task": e["task"]} for e, r in same for row in lb.record_scores(r, "", e["label"])]
+    rows += [{**row, "task": e["task"]} for (e, _), new, (key, _) in zip(template, new_records, jobs)
+             for row in lb.record_scores(new, key, name)]
     out.scores = pd.DataFrame(rows)
     summarise(out, out.scores, name)
     return out

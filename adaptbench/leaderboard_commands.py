@@ -108,11 +108,13 @@ def _compare_args(p) -> None:
     p.add_argument("--against", required=True, help="a stored grid (results/grids/<grid>/index.json)")
     p.add_argument("--results", default="results")
     p.add_argument("--like", default=None, help="the stored row whose cells (and training settings) the new "
-                                                "method copies (default: lora where the grid has it)")
+                                                "method copies (default: lora, full for an optimizer, tent for TTA, "
+                                                "where the grid has it)")
     p.add_argument("--method-params", default="{}", help="JSON object of the new method's hyperparameters")
     p.add_argument("--train-params", default="{}", help="JSON object of training settings outside the protocol "
                                                         "(e.g. lr); budget changes are refused as another protocol")
-    p.add_argument("--data-dir", default=None, help="the data folder the grid read (GLUE tasks)")
+    p.add_argument("--data-dir", default=None, help="the data folder the grid read (GLUE tasks; a TTA source's "
+                                                     "data folder or the folder holding it)")
     p.add_argument("--model-source", default=None, help="where to load the model from, when the stored name is a "
                                                         "folder of another machine")
     p.add_argument("--threads", type=int, default=None)
