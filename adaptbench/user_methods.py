@@ -317,10 +317,10 @@ def check_method(name: str, seed: int = 0) -> list[Check]:
     """The shared contract of ``name``'s family on tiny models. Each check that raises is a FAIL whose
     detail is the exception's one line; later checks still run."""
     spec = registry.get_method(name)
-    checks = {"adapter": _adapter_checks, "optimizer": _optimizer_checks}.get(spec.family)
+    checks = {"adapter": _adapter_checks, "optimizer": _optimizer_checks, "tta": _tta_checks}.get(spec.family)
     if checks is None:
-        return [Check(f"{spec.family} contract", "SKIP", f"check-method covers adapters and optimizers; for a "
-                      f"{spec.family} method run its family's test (tests/methods/tta/test_tta_contract.py)")]
+        return [Check(f"{spec.family} contract", "SKIP", f"check-method covers adapters, optimizers and TTA "
+                      f"methods; a {spec.family} method has no shared contract yet")]
     out = []
     for title, fn in checks(spec, seed):
         try:
@@ -460,6 +460,83 @@ def _adapter_checks(spec, seed: int):
             ("starts as the base model", identity), ("only TRAINABLE parameters (and the head) get gradients", gradients),
             ("one step moves them and nothing frozen", one_step), ("merge gives the same outputs", merge),
             ("same seed, same run", determinism)]
+
+
+def _tta_checks(spec, seed: int):
+    """The TTA contract (tests/methods/tta/test_tta_contract.py) on adaptbench/tta/toy.py's BatchNorm + LayerNorm
+    model, in the stream runner's order: prepare_source, attach, prepare_fisher, then forward_and_adapt."""
+    import copy
+
+    import torch
+
+    from adaptbench.protocol import TTAOptimConfig
+    from adaptbench.tta.toy import CLASSES, ToyNet, run, source_batches, stream
+
+    overrides = dict(getattr(spec.cls, "TEST_OVERRIDES", {}))
+
+    def attached():
+        method = spec.build(overrides)
+        model = ToyNet()
+        method.prepare_source(model, source_batches())
+        method.attach(model)
+        method.prepare_fisher(source_batches())
+        return method
+
+    def builds():
+        cfg = spec.make_config(overrides)
+        return f"{type(cfg).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(cfg).items())})"
+
+    def optimizer():
+        method = attached()
+        params = list(method.params_to_adapt(method.model))
+        if params and method.optimizer is None:
+            return "FAIL", (f"params_to_adapt returns {len(params)} tensor(s) but no optimizer was built: let the "
+                            "config inherit adaptbench.protocol.TTAOptimConfig")
+        if method.optimizer is None:
+            return "adapts nothing by backprop (no optimizer)"
+        cfg = method.cfg
+        if isinstance(cfg, TTAOptimConfig) and method.optimizer.param_groups[0]["lr"] != cfg.lr:
+            return "FAIL", f"the optimizer's lr {method.optimizer.param_groups[0]['lr']} is not the config's {cfg.lr}"
+        return f"{type(method.optimizer).__name__} over {sum(p.numel() for p in params)} parameter(s)"
+
+    def adapts():
+        method = attached()
+        xs = stream(0)
+        outputs, _ = run(method, xs)
+        for x, logits in zip(xs, outputs):
+            if tuple(logits.shape) != (len(x), CLASSES) or not torch.isfinite(logits).all():
+                return "FAIL", f"forward_and_adapt returned logits of shape {tuple(logits.shape)} (want " \
+                               f"{(len(x), CLASSES)}), finite: {bool(torch.isfinite(logits).all())}"
+            if logits.requires_grad:
+                return "FAIL", "forward_and_adapt returned logits that still require grad: return logits.detach()"
+        bad = {k: v for k, v in method.last_stats.items() if not isinstance(v, (int, float))}
+        if bad:
+            return "FAIL", f"last_stats must hold numbers, got {bad}"
+        return f"{len(xs)} batches of {len(xs[0])}: finite ({len(xs[0])}, {CLASSES}) logits, stats {sorted(method.last_stats)}"
+
+    def resets():
+        method = attached()
+        source = {k: v.detach().clone() for k, v in method.model.state_dict().items()}
+        opt_state = copy.deepcopy(method.optimizer.state_dict()) if method.optimizer else None
+        xs = stream(0)
+        outputs, adapted = run(method, xs)
+        method.reset()
+        changed = [k for k, v in method.model.state_dict().items() if not torch.equal(v, source[k])]
+        if changed:
+            return "FAIL", f"reset() left {len(changed)} tensor(s) of the model adapted, e.g. {changed[0]}"
+        if method.optimizer is not None and method.optimizer.state_dict() != opt_state:
+            return "FAIL", "reset() did not restore the optimizer's state"
+        replay, state = run(method, xs)
+        gap = max((a - b).abs().max().item() for a, b in zip(outputs, replay))
+        drift = max((v.float() - adapted[k].float()).abs().max().item() for k, v in state.items()) if state else 0.0
+        if gap > 1e-6 or drift > 1e-6:
+            return "FAIL", (f"replaying the stream after reset() differs (logits by {gap:.3g}, weights by {drift:.3g}): "
+                            "restore the method's own buffers in reset_state()")
+        return "the source model and optimizer come back; a replay reproduces the run"
+
+    return [("builds with its paper defaults", builds), ("the optimizer is the config's", optimizer),
+            ("adapts a stream: finite, detached (B, C) logits, numeric stats", adapts),
+            ("reset() restores the source; a replay reproduces the run", resets)]
 
 
 def _optimizer_checks(spec, seed: int):

@@ -117,3 +117,52 @@ def test_a_tta_method_file_runs_only_its_cells_and_lands_with_paired_statistics(
 def test_a_tta_grid_refuses_an_adapter(stored):
     with pytest.raises(ValueError, match=r"'lora' is an adapter method; a tta grid compares tta methods"):
         compare("lora", "tiny_tta_store", results=stored)
+
+
+BROKEN = '''
+"""Keeps a running mean of its inputs that reset() forgets to clear, and returns logits still in the graph."""
+from dataclasses import dataclass
+
+import torch
+
+from adaptbench.protocol import TTAMethod, TTAOptimConfig
+from adaptbench.registry import Paper, register
+
+
+@dataclass(frozen=True)
+class LeakyConfig(TTAOptimConfig):
+    pass
+
+
+@register(family="tta", paper=Paper(title="leaky", arxiv=None, year=2025), config=LeakyConfig)
+class Leaky(TTAMethod):
+    mean = 0.0
+
+    def configure_model(self, model):
+        return model.train()
+
+    def params_to_adapt(self, model):
+        return list(model.classifier.parameters())
+
+    def forward_and_adapt(self, inputs):
+        self.mean = 0.5 * self.mean + 0.5 * float(inputs.mean())
+        logits = self.model(inputs - self.mean)
+        logits.logsumexp(1).mean().backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        return logits
+'''
+
+
+def test_check_method_runs_the_tta_contract_in_plain_words(variant, tmp_path):
+    from adaptbench.user_methods import check_method, resolve_method
+
+    good = check_method(resolve_method(str(variant)))
+    assert [c.status for c in good] == ["PASS"] * 4, [c.line() for c in good]
+    path = tmp_path / "leaky.py"
+    path.write_text(textwrap.dedent(BROKEN))
+    lines = {c.name: c for c in check_method(resolve_method(str(path)))}
+    adapts = lines["adapts a stream: finite, detached (B, C) logits, numeric stats"]
+    assert adapts.status == "FAIL" and "return logits.detach()" in adapts.detail
+    resets = lines["reset() restores the source; a replay reproduces the run"]
+    assert resets.status == "FAIL" and "reset_state()" in resets.detail

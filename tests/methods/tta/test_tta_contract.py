@@ -12,44 +12,12 @@ import copy
 
 import pytest
 import torch
-from torch import nn
 
 from adaptbench import registry
 from adaptbench.protocol import TTAOptimConfig
+from adaptbench.tta.toy import CLASSES, ToyNet, run, source_batches, stream
 
 TTA = registry.available("tta")
-CLASSES = 3
-
-
-class ToyNet(nn.Module):
-    """Linear → BatchNorm1d → ReLU → Linear → LayerNorm → ReLU, then a linear classifier."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.body = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(),
-                                  nn.Linear(8, 8), nn.LayerNorm(8), nn.ReLU())
-        self.classifier = nn.Linear(8, CLASSES)
-        with torch.no_grad():
-            self.body[1].running_mean.uniform_(-1, 1)
-            self.classifier.weight.mul_(4.0)  # confident enough for the entropy filters to keep samples
-
-    def features(self, x):
-        return self.body(x)
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
-
-def stream(seed: int, batches: int = 3, size: int = 16) -> list[torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(size, 6, generator=gen) + 0.5 for _ in range(batches)]  # shifted inputs
-
-
-def run(method, xs):
-    torch.manual_seed(1)  # methods that sample (augmentations, restores) replay the same draws
-    outputs = [method.forward_and_adapt(x) for x in xs]
-    return outputs, {k: v.detach().clone() for k, v in method.model.state_dict().items()}
 
 
 @pytest.mark.parametrize("name", TTA)
@@ -57,11 +25,9 @@ def test_builds_adapts_and_resets_to_the_source(name):
     spec = registry.get_method(name)
     method = spec.build(getattr(spec.cls, "TEST_OVERRIDES", {}))
     model = ToyNet()
-    source_x = stream(7, batches=2)
-    source_batches = [(x, torch.arange(len(x)) % CLASSES) for x in source_x]
-    method.prepare_source(model, source_batches)
+    method.prepare_source(model, source_batches())
     method.attach(model)
-    method.prepare_fisher(source_batches)
+    method.prepare_fisher(source_batches())
     source_state = {k: v.detach().clone() for k, v in method.model.state_dict().items()}
     optimizer_state = copy.deepcopy(method.optimizer.state_dict()) if method.optimizer else None
 
@@ -93,7 +59,7 @@ def test_every_tta_registry_name_is_its_file_stem():
 def test_the_optimizer_is_the_configs_and_only_a_backprop_config_has_one(name):
     spec = registry.get_method(name)
     method = spec.build(getattr(spec.cls, "TEST_OVERRIDES", {}))
-    method.prepare_source(ToyNet(), [(x, torch.arange(len(x)) % CLASSES) for x in stream(7, batches=2)])
+    method.prepare_source(ToyNet(), source_batches())
     method.attach(ToyNet())
     cfg = method.cfg
     if method.params_to_adapt(method.model):  # a config that forgot TTAOptimConfig would silently adapt nothing
