@@ -279,6 +279,11 @@ def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # keep job logs to our own lines
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from adaptbench import forkserver
+
+    code = forkserver.maybe_run(list(sys.argv[1:] if argv is None else argv))
+    if code is not None:  # the job ran as a fork of the warm server (ADAPTBENCH_FORKSERVER=1)
+        return code
     table = commands()
     args = build_parser(table).parse_args(argv)
     track = job_tracks().get(args.stage)

@@ -5,7 +5,10 @@ it, in fresh processes, two ways, alternating over repeats so that machine load 
 
   two jobs  `adaptbench train --no-score` then `adaptbench evaluate` (the workflow before issue 15: each
             process imports torch/transformers, loads the model and the data)
-  one job   `adaptbench train`, which scores the model it trained in the same process (the workflow now)
+  one job   `adaptbench train`, which scores the model it trained in the same process (ADAPTBENCH_FORKSERVER=0)
+  forked    the same job as a fork of the warm server (adaptbench/forkserver.py; the workflow now on one
+            machine): the client starts the server once per run (timed apart, "server start"), every job after
+            that forks from it instead of importing torch/transformers/the job code
 
 fixed cost = process wall time − the training loop's own time (train.json wall_seconds, which includes
 the per-epoch dev score) − the final scoring time (result.json eval_info.seconds). Also printed: the
@@ -30,12 +33,14 @@ from pathlib import Path
 TRAIN = {"epochs": 1, "batch_size": 32, "max_train_samples": 32, "max_eval_samples": 32, "max_length": 64,
          "lr": 2e-3, "keep_checkpoint": "trainable"}
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-           TOKENIZERS_PARALLELISM="false")
+           TOKENIZERS_PARALLELISM="false", ADAPTBENCH_FORKSERVER="0")
+# this run's own server, kept warm between the alternating repeats (Snakemake starts jobs back to back)
+FORKED = dict(ENV, ADAPTBENCH_FORKSERVER="1", ADAPTBENCH_BENCH_RUN=str(os.getpid()), ADAPTBENCH_FORKSERVER_IDLE="600")
 
 
-def timed(cmd: list[str]) -> float:
+def timed(cmd: list[str], env: dict = ENV) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:
         sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
     return time.perf_counter() - t0
@@ -70,6 +75,12 @@ def one_job(model: str, root: Path) -> tuple[float, float]:
     return wall, compute_seconds(out, out / "result.json")
 
 
+def forked(model: str, root: Path) -> tuple[float, float]:
+    out = root / "forked"
+    wall = timed(train_cmd(model, out), FORKED)
+    return wall, compute_seconds(out, out / "result.json")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -81,9 +92,12 @@ def main() -> None:
     for module, seconds in imports.items():
         print(f"import {module:34s} {seconds:6.2f} s (fresh interpreter, median of {args.repeats})")
 
-    rows = {"two jobs": [], "one job": []}
+    with tempfile.TemporaryDirectory() as tmp:  # the first forked job starts this run's server
+        start, compute = forked(args.model, Path(tmp))
+        print(f"server start (once per run, with its first job): {start - compute:6.2f} s beyond that job's compute")
+    rows = {"two jobs": [], "one job": [], "forked": []}
     for _ in range(args.repeats):
-        for name, run in (("two jobs", two_jobs), ("one job", one_job)):
+        for name, run in (("two jobs", two_jobs), ("one job", one_job), ("forked", forked)):
             with tempfile.TemporaryDirectory() as tmp:
                 wall, compute = run(args.model, Path(tmp))
                 rows[name].append((wall, compute))
@@ -95,6 +109,8 @@ def main() -> None:
         print(f"{name:9s} wall {wall:6.2f} s   compute {compute:6.2f} s   fixed cost {fixed[name]:6.2f} s per cell")
     print(f"fixed cost one job / two jobs: {fixed['one job'] / fixed['two jobs']:.3f}"
           f"  (saved {fixed['two jobs'] - fixed['one job']:.2f} s per cell)")
+    print(f"fixed cost forked / one job: {fixed['forked'] / fixed['one job']:.3f}"
+          f"  (forked: {fixed['forked']:.2f} s per cell; two jobs → forked {fixed['forked'] / fixed['two jobs']:.3f})")
 
 
 if __name__ == "__main__":

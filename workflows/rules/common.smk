@@ -17,6 +17,10 @@ from adaptbench import grid as gridlib
 _conda = any(str(m).lower().endswith("conda") for m in workflow.deployment_settings.deployment_method)
 PYTHON = "python" if _conda else shlex.quote(sys.executable)
 
+# Jobs on this machine fork from one warm process that imported torch and the job code once (adaptbench/forkserver.py;
+# a cluster job, SLURM_JOB_ID set, runs in its own process). ADAPTBENCH_FORKSERVER=0 turns it off.
+os.environ.setdefault("ADAPTBENCH_FORKSERVER", "1")
+
 GRID = config["grid"]
 RESULTS = config.get("results_dir", "results")
 REPORTS = config.get("reports_dir", "reports")
