@@ -57,22 +57,23 @@ def test_a_crash_is_a_traceback_and_exit_1(server, tmp_path):
     assert "RuntimeError: boom" in (tmp_path / "err.txt").read_text()
 
 
-def test_termination_reaches_the_job(server, tmp_path):
-    proc = client(server, "sleep", cwd=tmp_path)
+def started(proc, folder) -> None:
     deadline = time.monotonic() + 30
-    while "started" not in (tmp_path / "out.txt").read_text():
+    while "started" not in (folder / "out.txt").read_text():
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
+
+
+def test_termination_reaches_the_job(server, tmp_path):
+    proc = client(server, "sleep", cwd=tmp_path)
+    started(proc, tmp_path)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM  # the job died of it, as a shell reports
 
 
 def test_a_killed_client_takes_its_job_with_it(server, tmp_path):
     proc = client(server, "sleep", cwd=tmp_path)
-    deadline = time.monotonic() + 30
-    while "started" not in (tmp_path / "out.txt").read_text():
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
+    started(proc, tmp_path)
     jobs = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p).startswith("sleep-job")]
     assert jobs, "the job is not running"
     proc.kill()  # SIGKILL: no forwarding; the server sees the connection close
