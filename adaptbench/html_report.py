@@ -18,6 +18,7 @@ import base64
 import html
 import io
 import math
+import os
 import time
 from pathlib import Path
 
@@ -93,6 +94,25 @@ def _main_key(board: Board) -> str:
     return "Avg" if len(board.columns) > 1 else board.columns[0].key
 
 
+_PLOTS: dict = {}  # (plot, what it draws) → PNG: a board on a grid's page and on the leaderboard is drawn once
+
+
+def _drawn_once(plot):
+    """Memoise a board plot on the data it draws (rows, columns, their statistics), not on the board object."""
+    import functools
+
+    @functools.wraps(plot)
+    def wrapper(board: Board) -> str | None:
+        key = (plot.__name__, repr([(c.key, c.title, c.higher_is_better) for c in board.columns]),
+               repr([(r["row"], r["trainable_params"], sorted(r["stats"].items())) for r in board.rows]))
+        if key not in _PLOTS:
+            _PLOTS[key] = plot(board)
+        return _PLOTS[key]
+
+    return wrapper
+
+
+@_drawn_once
 def pareto_plot(board: Board) -> str | None:
     """Score (Avg, or the one task) against trainable parameters, log x, the Pareto front joined."""
     import matplotlib
@@ -124,6 +144,7 @@ def pareto_plot(board: Board) -> str | None:
     return _png(fig)
 
 
+@_drawn_once
 def bars_plot(board: Board) -> str | None:
     """Per-task bars for the table's first 12 rows (best first), with 95 % t-interval error bars (none
     where n = 1)."""
@@ -159,7 +180,7 @@ def _cell_title(board: Board, r: dict, key: str) -> str:
     return "\n".join(lines)
 
 
-def board_html(board: Board) -> str:
+def board_html(board: Board, plots: bool = True) -> str:
     key = _main_key(board)
     front = pareto_front([(r["row"], r["trainable_params"], r["stats"][key]["mean"]) for r in board.rows
                           if key in r["stats"] and r["trainable_params"]], board.columns[0].higher_is_better)
@@ -204,10 +225,11 @@ def board_html(board: Board) -> str:
                 f"<td>{esc(c['paper'])}: {c['paper_value']}</td><td>{esc(c['aggregate'])}</td><td>{esc(c['verdict'])}</td></tr>"
                 for c in board.claims]
         out.append("</tbody></table>")
-    plots = [(pareto_plot(board), "score against trainable parameters, Pareto front"),
-             (bars_plot(board), "per task, 95 % interval error bars")]
-    out.append('<div class="plots">' + "".join(f'<img alt="{esc(alt)}" src="data:image/png;base64,{png}">'
-                                               for png, alt in plots if png) + "</div>")
+    if plots:
+        drawn = [(pareto_plot(board), "score against trainable parameters, Pareto front"),
+                 (bars_plot(board), "per task, 95 % interval error bars")]
+        out.append('<div class="plots">' + "".join(f'<img alt="{esc(alt)}" src="data:image/png;base64,{png}">'
+                                                   for png, alt in drawn if png) + "</div>")
     out.append("</section>")
     return "\n".join(out)
 
@@ -222,9 +244,10 @@ def _stat_html(s: dict | None, digits: int) -> str:
 
 
 def leaderboard_page(boards: list[Board], summary: str, title: str = "adaptbench leaderboard",
-                     figures: list[tuple[str, str]] = ()) -> str:
-    """The page: one sortable, filterable table per (track, model, protocol), then ``figures`` (base64 PNG, alt)."""
-    body = "\n".join(board_html(b) for b in boards) or "<p>No stored results to show.</p>"
+                     figures: list[tuple[str, str]] = (), board_plots: bool = True) -> str:
+    """The page: one sortable, filterable table per (track, model, protocol), each with its Pareto and per-task
+    plots (``board_plots``), then ``figures`` (base64 PNG, alt)."""
+    body = "\n".join(board_html(b, board_plots) for b in boards) or "<p>No stored results to show.</p>"
     if figures:
         body += ("\n<h2>Figures of the grid's report</h2>\n<div class=\"plots\">"
                  + "".join(f'<img alt="{esc(alt)}" title="{esc(alt)}" src="data:image/png;base64,{png}">'
@@ -250,52 +273,63 @@ def leaderboard_html(results="results", grid=None, track=None, model=None, task=
     return leaderboard_page(boards, lb.summary_line(store, boards)), store, boards
 
 
-BOARD_FIGURES = ("per_task.png", "score_vs_params.png")  # the fine-tuning report's figures: each board redraws them
-
-
 def grid_page(results, grid: str, out_dir, claims_dir=None) -> Path:
     """``<out_dir>/index.html``, a grid's own page: its stored rows as the leaderboard shows them (sortable,
     filterable, claims with verdicts, every cell traced to its records) and the figures its track's report drew
-    in ``out_dir`` that the boards do not redraw (TTA error against severity, per shift)."""
+    in ``out_dir`` (score against parameters, per task, TTA error against severity ...), inlined."""
     from adaptbench.results import atomic_write_text
 
     out_dir = Path(out_dir)
     store, boards = lb.load_boards(results, grid=grid, claims_dir=claims_dir)
     figures = [(base64.b64encode(png.read_bytes()).decode("ascii"), png.stem.replace("_", " "))
-               for png in sorted(out_dir.glob("*.png")) if png.name not in BOARD_FIGURES]
+               for png in sorted(out_dir.glob("*.png"))]
     path = out_dir / "index.html"
-    atomic_write_text(path, leaderboard_page(boards, lb.summary_line(store, boards), f"adaptbench · {grid}", figures))
+    atomic_write_text(path, leaderboard_page(boards, lb.summary_line(store, boards), f"adaptbench · {grid}", figures,
+                                             board_plots=False))
     return path
 
 
-def report_all(results="results", reports="reports", claims_dir=None) -> list[dict]:
-    """Every grid's report from ``results/grids/*/index.json`` and the stored records (collate, then the
-    track's report) and the top-level leaderboard (``reports/leaderboard.{md,html}``); trains nothing. The
-    grid's settings come from ``leaderboard.grid_config`` (else its kind and the index's tasks). A grid whose
-    report fails is one entry with the reason; the others still run. Returns {grid, status, seconds,
-    paths | reason} per grid, the leaderboard last."""
+def _report_grid(results: Path, reports: Path, claims_dir, name: str, index: dict) -> dict:
+    """One grid's report and page from the store: {grid, status, seconds, paths | reason}."""
     from adaptbench.collate import collate
-    from adaptbench.results import atomic_write_text
     from adaptbench.tracks import get_track
 
+    t0 = time.perf_counter()
+    try:
+        config = lb.grid_config(name, str(results)) or {}
+        config = {**config, "grid": name, "kind": index.get("kind", config.get("kind", "finetune"))}
+        config.setdefault("tasks", list(dict.fromkeys(e.get("task") for e in index["cells"])))
+        tidy = results / "grids" / name / "tidy.csv"
+        collate([], tidy, index=results / "grids" / name / "index.json")
+        paths = list(get_track(config["kind"]).report(str(tidy), config, reports / name, claims_dir,
+                                                     index.get("unavailable") or {}))
+        paths.append(grid_page(results, name, reports / name, claims_dir))
+        return {"grid": name, "status": "ok", "seconds": time.perf_counter() - t0, "paths": paths}
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
+        reason = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        return {"grid": name, "status": "skipped", "seconds": time.perf_counter() - t0,
+                "reason": " ".join(str(reason).split())}
+
+
+def report_all(results="results", reports="reports", claims_dir=None, workers: int | None = None) -> list[dict]:
+    """Every grid's report from ``results/grids/*/index.json`` and the stored records (collate, then the
+    track's report, then its page) and the top-level leaderboard (``reports/leaderboard.{md,html}``); trains
+    nothing. The grids run in parallel, one process per core (``workers``). The grid's settings come from
+    ``leaderboard.grid_config`` (else its kind and the index's tasks). A grid whose report fails is one entry
+    with the reason; the others still run. Returns {grid, status, seconds, paths | reason} per grid, the
+    leaderboard last."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from adaptbench.results import atomic_write_text
+
     results, reports = Path(results), Path(reports)
-    done = []
-    for name, index in lb.grid_indexes(results).items():
-        t0 = time.perf_counter()
-        try:
-            config = lb.grid_config(name, str(results)) or {}
-            config = {**config, "grid": name, "kind": index.get("kind", config.get("kind", "finetune"))}
-            config.setdefault("tasks", list(dict.fromkeys(e.get("task") for e in index["cells"])))
-            tidy = results / "grids" / name / "tidy.csv"
-            collate([], tidy, index=results / "grids" / name / "index.json")
-            paths = list(get_track(config["kind"]).report(str(tidy), config, reports / name, claims_dir,
-                                                         index.get("unavailable") or {}))
-            paths.append(grid_page(results, name, reports / name, claims_dir))
-            done.append({"grid": name, "status": "ok", "seconds": time.perf_counter() - t0, "paths": list(paths)})
-        except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
-            reason = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            done.append({"grid": name, "status": "skipped", "seconds": time.perf_counter() - t0,
-                         "reason": " ".join(str(reason).split())})
+    grids = lb.grid_indexes(results)
+    workers = max(1, min(len(grids), workers or os.cpu_count() or 1))
+    if workers == 1:
+        done = [_report_grid(results, reports, claims_dir, name, index) for name, index in grids.items()]
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            done = list(pool.map(_report_grid, *zip(*[(results, reports, claims_dir, n, i) for n, i in grids.items()])))
     t0 = time.perf_counter()
     store, boards = lb.load_boards(results, claims_dir=claims_dir)
     summary = lb.summary_line(store, boards)

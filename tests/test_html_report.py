@@ -78,8 +78,9 @@ def test_the_browser_check_sees_script_errors(page, tmp_path):
 
 
 def test_a_grid_page_has_its_rows_and_the_track_report_figures(tmp_path):
-    """reports/<grid>/index.html: the grid's own rows (not another grid's), the boards' two plots, and the
-    figures its track's report drew that no board redraws (a TTA severity plot here), each inlined once."""
+    """reports/<grid>/index.html: the grid's own rows (not another grid's) and the figures its track's report
+    drew (a per-task plot and a TTA severity plot here), each inlined once; the boards' own plots are the
+    leaderboard page's."""
     import base64
 
     from adaptbench.html_report import grid_page
@@ -92,12 +93,12 @@ def test_a_grid_page_has_its_rows_and_the_track_report_figures(tmp_path):
     out = tmp_path / "reports" / "mine"
     out.mkdir(parents=True)
     png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
-    (out / "per_task.png").write_bytes(png)  # the fine-tuning report's figure: the board redraws it
+    (out / "per_task.png").write_bytes(png)
     (out / "digits_c_noise_severity.png").write_bytes(png + b"severity")
     text = grid_page(tmp_path, "mine", out).read_text()
     assert rows(text) == ["full", "lora"]  # bitfit is another grid's row
     assert "adaptbench · mine" in text and "Figures of the grid's report" in text
-    assert text.count("data:image/png;base64,") == 3  # Pareto, bars, and the severity figure
+    assert text.count("data:image/png;base64,") == 2  # the report's two figures, no board plots
     assert base64.b64encode(png + b"severity").decode() in text and 'alt="digits c noise severity"' in text
 
 
