@@ -1,6 +1,6 @@
 """``adaptbench compare my_method.py --against <grid>``: a new method against a stored grid, training only
-the new method's cells. Fine-tuning grids take an adapter or an optimizer; TTA grids a TTA method, run on the
-stored row's streams (same source settings, scenario, shifts, severities and seed; a source model the store
+the new method's cells. Fine-tuning grids take an adapter or an optimizer; LLM grids an adapter (fine-tuned and
+scored by lm-eval with the stored row's settings); TTA grids a TTA method, run on the stored row's streams (same source settings, scenario, shifts, severities and seed; a source model the store
 lacks is trained first by the train_source job, which the protocol does not see beyond its settings).
 
 The stored grid is read from ``results/grids/<grid>/index.json`` and its records. The new method gets the
@@ -125,23 +125,30 @@ def _new_config(name: str, params: dict, info: dict, train_overrides: dict, data
     return config_hash(config), job
 
 
-def run_cells(jobs: list[tuple[str, dict]], results: Path, label: str, threads=None, progress=False):
-    """Train and evaluate each (key, job) whose result is not stored; returns (trained, reused) keys."""
-    from adaptbench.tracks.finetune import job as finetune
-
+def run_new(jobs: list[tuple[str, dict]], results: Path, what: str, run_one) -> tuple[list, list]:
+    """Run each (key, job) whose result is not stored (``run_one(job, folder)`` → the config hash the job computed);
+    returns (trained, reused) keys. A job that names its cell otherwise than we do is a bug, said as one."""
     trained, reused = [], []
     for key, job in jobs:
         folder = results / "cells" / key
         if (folder / "result.json").is_file() and read_record(folder / "result.json").get("status") == "ok":
             reused.append(key)
             continue
-        record = finetune.train(**job, out_dir=folder, label=label, threads=threads, progress=progress)
-        if config_hash(record["config"]) != key:  # the job names its cell as we do, or the store would lie
+        computed = run_one(job, folder)
+        if computed != key:  # the job names its cell as we do, or the store would lie
             (folder / "result.json").unlink(missing_ok=True)
-            raise ValueError(f"cell {key}: the training job computed config hash {config_hash(record['config'])}; "
-                             "report this as a bug (compare and the job disagree on the cell's configuration)")
+            raise ValueError(f"cell {key}: the {what} job computed config hash {computed}; report this as a bug "
+                             "(compare and the job disagree on the cell's configuration)")
         trained.append(key)
     return trained, reused
+
+
+def run_cells(jobs: list[tuple[str, dict]], results: Path, label: str, threads=None, progress=False):
+    """Fine-tune and score each new cell (tracks.finetune.job.train); returns (trained, reused) keys."""
+    from adaptbench.tracks.finetune import job as finetune
+
+    return run_new(jobs, results, "training", lambda job, folder: config_hash(finetune.train(
+        **job, out_dir=folder, label=label, threads=threads, progress=progress)["config"]))
 
 
 def _local_source(source: dict, data_dir) -> dict:
@@ -174,29 +181,49 @@ def _tta_job(name: str, params: dict, info: dict, data_dir):
 
 
 def run_tta_cells(jobs: list[tuple[str, dict]], results: Path, label: str, threads=None):
-    """Adapt on each (key, job)'s stream whose result is not stored, training a source model first where this
-    store lacks it (results/sources/<key>/, as the train_source rule). Returns (trained, reused, sources)."""
+    """Adapt on each new cell's stream, training a source model first where this store lacks it
+    (results/sources/<key>/, as the train_source rule). Returns (trained, reused, sources trained)."""
     from adaptbench.tta.grid import source_key
     from adaptbench.tta.runner import adapt
     from adaptbench.tta.streams import train_source_job
 
-    trained, reused, sources = [], [], []
-    for key, job in jobs:
-        out = results / "cells" / key / "result.json"
-        if out.is_file() and read_record(out).get("status") == "ok":
-            reused.append(key)
-            continue
+    sources = []
+
+    def run_one(job, folder):
         source_dir = results / "sources" / source_key(job["source"])
         if not (source_dir / "source.json").is_file():
             train_source_job(job["source"], source_dir, threads)
             sources.append(source_dir.name)
-        record = adapt(**job, source_dir=source_dir, out_path=out, label=label, threads=threads)
-        if record["config_hash"] != key:
-            out.unlink(missing_ok=True)
-            raise ValueError(f"cell {key}: the adapt job computed config hash {record['config_hash']}; report this "
-                             "as a bug (compare and the job disagree on the cell's configuration)")
-        trained.append(key)
+        return adapt(**job, source_dir=source_dir, out_path=folder / "result.json", label=label,
+                     threads=threads)["config_hash"]
+
+    trained, reused = run_new(jobs, results, "adapt", run_one)
     return trained, reused, sources
+
+
+def _llm_job(name: str, params: dict, record: dict, data_dir, model_source):
+    """The new adapter's LLM cell on a stored cell's inputs: its model, training set, seed, training settings and
+    lm-eval settings, with the method replaced."""
+    from adaptbench.registry import get_method
+    from adaptbench.tracks.llm.grid import cell_config
+
+    info = record["run_info"]
+    resolved = asdict(get_method(name).make_config(params))  # a bad --method-params fails here, in one line
+    train = {k: v for k, v in (info.get("train") or {}).items() if k not in RUN_CONTROL}
+    evaluation = dict((record.get("protocol") or {}).get("eval") or {})
+    job = {"method": name, "method_params": resolved, "model": model_source or info["model"], "task": info["task"],
+           "seed": int(info["seed"]), "train_params": train, "evaluation": evaluation, "data_dir": data_dir}
+    config = cell_config(method=name, method_params=resolved, model=job["model"], task=job["task"], seed=job["seed"],
+                         train=train, data_dir=data_dir, evaluation=evaluation)
+    return config_hash(config), job
+
+
+def run_llm_cells(jobs: list[tuple[str, dict]], results: Path, label: str, threads=None):
+    """Fine-tune and score (lm-eval) each new LLM cell; returns (trained, reused)."""
+    from adaptbench.tracks.llm.job import run_cell
+
+    return run_new(jobs, results, "LLM", lambda job, folder: run_cell(
+        **job, out_dir=folder, label=label, threads=threads)["config_hash"])
 
 
 def compare(target: str, against: str, results="results", method: str | None = None, like: str | None = None,
@@ -210,9 +237,9 @@ def compare(target: str, against: str, results="results", method: str | None = N
     results = Path(results)
     index, cells = stored_cells(results, against)
     kind = index.get("kind", "finetune")
-    fits = {"finetune": ("adapter", "optimizer"), "tta": ("tta",)}
+    fits = {"finetune": ("adapter", "optimizer"), "tta": ("tta",), "llm": ("adapter",)}
     if kind not in fits:
-        raise ValueError(f"grid '{against}' is a {kind} grid; compare handles fine-tuning and TTA grids so far")
+        raise ValueError(f"grid '{against}' is a {kind} grid; compare handles fine-tuning, TTA and LLM grids so far")
     if family not in fits[kind]:
         a = "an" if family[0] in "aeiou" else "a"
         raise ValueError(f"'{name}' is {a} {family} method; a {kind} grid compares {' and '.join(fits[kind])} methods")
@@ -231,7 +258,7 @@ def compare(target: str, against: str, results="results", method: str | None = N
         if sources:
             out.notes.append(f"trained {len(sources)} source model(s) this store lacked ({', '.join(sources)}): "
                              "the same settings, so the same protocol")
-        return place(out, jobs, template, cells, results, name)
+        return place(out, jobs, template, cells, results, name, column="grid")
     stored_dir = {r["run_info"].get("data_dir") for _, r in template} - {None}
     if stored_dir and data_dir is None:
         raise ValueError(f"grid '{against}' read its data from a folder named '{sorted(stored_dir)[0]}'; "
@@ -239,6 +266,10 @@ def compare(target: str, against: str, results="results", method: str | None = N
     if data_dir is not None and folder_name(data_dir) not in stored_dir:
         raise ValueError(f"--data-dir {data_dir}: the grid's cells read a folder named "
                          f"{sorted(stored_dir) or 'none (the hub or synthetic data)'}, not '{folder_name(data_dir)}'")
+    if kind == "llm":  # the like row's model, training set, seeds, training and lm-eval settings
+        jobs = [_llm_job(name, dict(method_params or {}), r, data_dir, model_source) for _, r in template]
+        trained, reused = run_llm_cells(jobs, results, name, threads)
+        return place(Comparison(name, against, like, trained, reused), jobs, template, cells, results, name)
     jobs = [_new_config(name, dict(method_params or {}), r["run_info"], dict(train_params or {}), data_dir, model_source)
             for _, r in template]
     for (_, stored), (_, job) in zip(template, jobs):  # a budget change is another protocol: refused before training
@@ -250,8 +281,10 @@ def compare(target: str, against: str, results="results", method: str | None = N
     return place(Comparison(name, against, like, trained, reused), jobs, template, cells, results, name)
 
 
-def place(out: Comparison, jobs, template, cells, results: Path, name: str) -> Comparison:
-    """The new cells against the stored rows of the same protocol: ranks, paired statistics, Pareto positions."""
+def place(out: Comparison, jobs, template, cells, results: Path, name: str, column: str = "record") -> Comparison:
+    """The new cells against the stored rows of the same protocol: ranks, paired statistics, Pareto positions.
+    Columns are the records' tasks (an LLM record has one per lm-eval task), or the grid's (``column="grid"``: a
+    TTA grid's scenarios, whose streams share the suite's name)."""
     new_records = [read_record(results / "cells" / key / "result.json") for key, _ in jobs]
     for (_, stored), new in zip(template, new_records):  # the protocol is checked, never assumed
         if new["protocol_hash"] != stored["protocol_hash"]:
@@ -263,9 +296,11 @@ def place(out: Comparison, jobs, template, cells, results: Path, name: str) -> C
     other = [e["label"] for e, r in cells if _where(e) in ours and ours[_where(e)] != r["protocol_hash"]]
     for label in sorted(set(other)):
         out.notes.append(f"row '{label}': {other.count(label)} cell(s) ran under another protocol, left out")
-    # columns by the grid's own task (a TTA grid's scenario: its streams share the suite's name)
-    rows = [{**row, "task": e["task"]} for e, r in same for row in lb.record_scores(r, "", e["label"])]
-    rows += [{**row, "task": e["task"]} for (e, _), new, (key, _) in zip(template, new_records, jobs)
+    def task(e, row):
+        return e["task"] if column == "grid" else row["task"]
+
+    rows = [{**row, "task": task(e, row)} for e, r in same for row in lb.record_scores(r, "", e["label"])]
+    rows += [{**row, "task": task(e, row)} for (e, _), new, (key, _) in zip(template, new_records, jobs)
              for row in lb.record_scores(new, key, name)]
     out.scores = pd.DataFrame(rows)
     summarise(out, out.scores, name)

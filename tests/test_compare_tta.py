@@ -7,13 +7,13 @@ import textwrap
 
 import pytest
 
-from adaptbench import grid as gridlib
 from adaptbench import registry
 from adaptbench.compare import compare
 from adaptbench.tta.grid import source_key
 from adaptbench.tta.runner import adapt
 from adaptbench.tta.streams import train_source_job
 from adaptbench.user_methods import forget
+from tests.stored_grid import store_grid
 
 GRID = {"grid": "tiny_tta_store", "kind": "tta", "methods": ["source", "tent"],
         "sources": [{"name": "mlp", "kind": "image", "dataset": "digits", "arch": "mlp_ln", "epochs": 2}],
@@ -69,21 +69,21 @@ def unregister_afterwards():
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory):
     """The tiny TTA grid, source and cells computed by the real jobs, stored by content with its index."""
-    root = tmp_path_factory.mktemp("store")
-    plan = gridlib.plan(GRID)
     from adaptbench.tta.grid import sources
 
+    root = tmp_path_factory.mktemp("store")
     entries = sources(GRID)
-    for cell in plan.cells:
+
+    def run(cell, folder):
         source = entries[cell.source]
-        folder = root / "sources" / source_key(source)
-        if not (folder / "source.json").is_file():
-            train_source_job(source, folder, threads=1)
-        record = adapt(method=cell.method, method_params=cell.method_params, source_dir=folder, source=source,
-                       scenario=cell.config["scenario"], shifts=list(cell.shifts), severities=[5], seed=cell.seed,
-                       out_path=root / "cells" / cell.key / "result.json", label=cell.label, threads=1)
-        assert record["config_hash"] == cell.key  # the job names its cell as the grid does
-    gridlib.write_index(root / "grids" / GRID["grid"] / "index.json", gridlib.index_json(plan, GRID["grid"], "tta"))
+        source_dir = root / "sources" / source_key(source)
+        if not (source_dir / "source.json").is_file():
+            train_source_job(source, source_dir, threads=1)
+        return adapt(method=cell.method, method_params=cell.method_params, source_dir=source_dir, source=source,
+                     scenario=cell.config["scenario"], shifts=list(cell.shifts), severities=[5], seed=cell.seed,
+                     out_path=folder / "result.json", label=cell.label, threads=1)
+
+    store_grid(root, GRID, run)
     return root
 
 
