@@ -41,6 +41,7 @@ IDLE_ENV = "ADAPTBENCH_FORKSERVER_IDLE"
 VOLATILE_ENV = frozenset({"_", "PWD", "OLDPWD", "SHLVL"})
 DEFAULT_TARGET = "adaptbench.cli:main"
 _IN_FORK = False  # set in a job the server forked: it runs the job, never asks a server again
+_THREADS = None  # torch's default thread count in the server before it pinned itself to one
 PRELOAD = ("torch", "transformers", "transformers.models.bert.modeling_bert",
            "transformers.models.llama.modeling_llama", "adaptbench.cli", "adaptbench.tracks.finetune.job",
            "adaptbench.tta.runner")
@@ -157,6 +158,10 @@ def _run_job(target, request: dict, fds: list[int]) -> int:
     os.environ.clear()
     os.environ.update(request["env"], **{FORKED_ENV: "1"})
     sys.argv = ["adaptbench", *request["argv"]]
+    if _THREADS is not None:  # a job without --threads runs at a fresh process's default
+        import torch
+
+        torch.set_num_threads(_THREADS)
     try:
         code = target(request["argv"])
     except SystemExit as e:
@@ -213,6 +218,8 @@ def serve(path: str, target: str = DEFAULT_TARGET, idle: float = IDLE_SECONDS) -
     if target == DEFAULT_TARGET:  # the job stack, imported once (another target, a test's, imports its own)
         import torch
 
+        global _THREADS
+        _THREADS = torch.get_num_threads()  # what a fresh process starts with, restored in each fork
         torch.set_num_threads(1)  # no thread pool exists when a job forks; the job sets its own count
         for name in PRELOAD:
             importlib.import_module(name)
