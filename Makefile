@@ -94,6 +94,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/padding.py --steps 8
 	$(PY) benchmarks/dag_build.py --cells 10000 20000 --repeats 1
 	$(PY) benchmarks/collate_records.py --n 10000
+	$(PY) benchmarks/report_speed.py --n 2000 --grids 5
 	$(PY) benchmarks/pissa_init.py
 	$(PY) benchmarks/optimizer_memory.py
 
