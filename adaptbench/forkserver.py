@@ -267,6 +267,9 @@ def serve(path: str, target: str = DEFAULT_TARGET, idle: float = IDLE_SECONDS) -
             os.unlink(path)
     except FileNotFoundError:
         pass
+    log = Path(f"{path}.log")
+    if log.is_file() and log.stat().st_size == 0:  # nothing went wrong: leave nothing behind
+        log.unlink()
 
 
 def main(argv=None) -> int:
