@@ -8,9 +8,8 @@ import pytest
 
 from adaptbench.compare import compare
 from adaptbench.tracks.llm.job import run_cell
-from adaptbench.user_methods import forget
 from tests import test_compare
-from tests.stored_grid import store_grid
+from tests.stored_grid import store_grid, unregister_afterwards  # noqa: F401 (autouse fixture)
 
 GRID = {"grid": "tiny_llm_store", "kind": "llm", "methods": [{"name": "lora", "train": {"lr": 1e-3}}],
         "models": ["tiny-llama"], "tasks": ["syn_category"], "seeds": [0, 1], "zero_shot": True,
@@ -20,12 +19,6 @@ GRID = {"grid": "tiny_llm_store", "kind": "llm", "methods": [{"name": "lora", "t
 # test_compare's LoRA variant (orthogonal A), on Llama's attention projections
 VARIANT = test_compare.VARIANT.replace('("query", "value")', '("q_proj", "v_proj")')
 assert '("q_proj", "v_proj")' in VARIANT
-
-
-@pytest.fixture(autouse=True, scope="module")
-def unregister_afterwards():
-    yield
-    forget()
 
 
 @pytest.fixture(scope="module")

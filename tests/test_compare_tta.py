@@ -12,8 +12,7 @@ from adaptbench.compare import compare
 from adaptbench.tta.grid import source_key
 from adaptbench.tta.runner import adapt
 from adaptbench.tta.streams import train_source_job
-from adaptbench.user_methods import forget
-from tests.stored_grid import store_grid
+from tests.stored_grid import store_grid, unregister_afterwards  # noqa: F401 (autouse fixture)
 
 GRID = {"grid": "tiny_tta_store", "kind": "tta", "methods": ["source", "tent"],
         "sources": [{"name": "mlp", "kind": "image", "dataset": "digits", "arch": "mlp_ln", "epochs": 2}],
@@ -58,12 +57,6 @@ class LNTent(TTAMethod):
         self.optimizer.zero_grad()
         return logits.detach()
 '''
-
-
-@pytest.fixture(autouse=True, scope="module")
-def unregister_afterwards():
-    yield
-    forget()
 
 
 @pytest.fixture(scope="module")
